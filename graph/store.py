@@ -1,0 +1,108 @@
+"""The `GraphStore` protocol: everything the engine may ask of the customer graph.
+
+Two implementations keep the same contract (`tests/contract/`): `Neo4jStore` for production and `SqliteStore`
+for the embedded default. Every write method is one transaction: it writes all of its rows or none, and writing
+the same rows again changes nothing. Errors are raised as `graph.errors` classes, never as driver exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from graph.model import (
+    AnalysisRun,
+    Customer,
+    CustomerScores,
+    EdgeRecord,
+    EdgeType,
+    ErasureReport,
+    Event,
+    EventSummary,
+    GraphBatch,
+    GraphStats,
+    Influence,
+    Referral,
+)
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """The customer graph. Ids are the merchant's external customer ids."""
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers a trivial query."""
+
+    def describe(self) -> str:
+        """Where the store is, for messages (no passwords)."""
+
+    # --- writes (each call one transaction, idempotent) ----------------------------------------------------
+    def write_batch(self, batch: GraphBatch) -> None:
+        """Write customers, then edges and events, all in one transaction.
+
+        Edges and events may point at customers in the same batch or already stored. Any edge or event whose
+        customer is missing raises `InvalidInput` naming the ids, and nothing of the batch is written.
+        """
+
+    def upsert_customers(self, customers: Sequence[Customer]) -> int:
+        """Create or replace customers by id (all fields set as given); returns how many rows were given."""
+
+    def add_influences(self, edges: Sequence[Influence]) -> int:
+        """Create or update `INFLUENCES` edges keyed by (source, target, kind)."""
+
+    def add_referrals(self, referrals: Sequence[Referral]) -> int:
+        """Create or update `REFERRED` edges keyed by (referrer, friend); status and times as given."""
+
+    def add_events(self, events: Sequence[Event]) -> int:
+        """Record events; an event id already stored is left as it is."""
+
+    def write_scores(self, scores: Sequence[CustomerScores]) -> int:
+        """Write one run's scores and segments back onto customers (replacing earlier scores)."""
+
+    def save_run(self, run: AnalysisRun) -> None:
+        """Create or replace the record of an analysis run."""
+
+    def erase_customer(self, customer_id: str) -> ErasureReport:
+        """Erase a person (GDPR art. 17): their node, personal data, edges, events and scores.
+
+        Only anonymous counts survive (`GraphStats.erased`). Raises `NotFound` for an unknown id.
+        """
+
+    def delete_all(self) -> None:
+        """Remove every customer, edge, event, score and run (for demos and tests)."""
+
+    # --- reads ---------------------------------------------------------------------------------------------
+    def get_customer(self, customer_id: str) -> Customer:
+        """Raise `NotFound` when there is no such customer."""
+
+    def existing_customer_ids(self, customer_ids: Iterable[str]) -> set[str]:
+        """The subset of `customer_ids` that are stored."""
+
+    def get_scores(self, customer_id: str) -> CustomerScores | None:
+        """The latest scores written for a customer, if any."""
+
+    def get_run(self, run_id: str) -> AnalysisRun:
+        """Raise `NotFound` when there is no such run."""
+
+    def list_runs(self, limit: int = 50) -> list[AnalysisRun]:
+        """Most recent first."""
+
+    def stats(self) -> GraphStats:
+        """Counts of customers, edges by type, events by kind, and anonymous erasure counts."""
+
+    # --- streaming export for analysis ---------------------------------------------------------------------
+    def iter_customers(self, batch_size: int = 10_000) -> Iterator[Customer]:
+        """Every customer, streamed in id order without loading all of them at once."""
+
+    def iter_edges(self, edge_type: EdgeType | None = None, batch_size: int = 50_000) -> Iterator[EdgeRecord]:
+        """Every edge (or every edge of one type), streamed."""
+
+    def iter_event_summaries(self) -> Iterator[EventSummary]:
+        """Per customer and event kind: count, summed value, latest time (aggregated by the store)."""
+
+    def iter_scores(self, batch_size: int = 10_000) -> Iterator[CustomerScores]:
+        """Every customer's latest scores, streamed in customer id order."""
