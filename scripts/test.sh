@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 scripts/redis-up.sh
-scripts/neo4j-up.sh
+NEO4J_START_TIMEOUT="${NEO4J_START_TIMEOUT:-300}" scripts/neo4j-up.sh
 
 export ADVOCACY_TEST_NEO4J_URL="bolt://127.0.0.1:${NEO4J_BOLT_PORT:-7687}"
 export ADVOCACY_TEST_REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6390}/0"
