@@ -8,6 +8,7 @@ pydantic objects would cost more than the analysis itself.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
@@ -250,8 +251,12 @@ class EdgeRecord(NamedTuple):
     at: datetime | None
 
 
-class EventSummary(NamedTuple):
-    """Per customer and event kind: how many, their summed value, and the latest time."""
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    """Per customer and event kind: how many, their summed value, and the latest time.
+
+    A dataclass rather than a named tuple because `count` would shadow `tuple.count`.
+    """
 
     customer_id: str
     kind: EventKind
