@@ -1,0 +1,81 @@
+"""What the API tests share: an app over a SQLite store in a temp file, and a small seeded network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine.settings import Settings
+from graph.factory import open_store
+from graph.model import Segment
+from graph.store import GraphStore
+from tests.factories import make_customer, make_influence, make_referral, make_run, make_scores
+
+PROBLEM_JSON = "application/problem+json"
+
+SEGMENT_OF = {
+    "ada": Segment.INFLUENCER,
+    "bob": Segment.PROSUMER,
+    "cy": Segment.ADVOCATE,
+    "dee": Segment.PASSIVE,
+    "eve": Segment.DO_NOT_ASK,
+    "fay": Segment.ADVOCATE,
+}
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'advocacy.db'}"
+
+
+@contextmanager
+def api_client(store_url: str) -> Iterator[TestClient]:
+    """The real app, lifespan included; server errors come back as responses, as a client would see them."""
+    app = create_app(Settings(store=store_url))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@contextmanager
+def opened(store_url: str) -> Iterator[GraphStore]:
+    store = open_store(store_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def seed_network(store: GraphStore, *, analysed: bool = True) -> None:
+    """Six customers in two communities, linked by influence and referrals; scored by one run if `analysed`."""
+    names = {"ada": "Ada Lovelace", "bob": "Bob", "cy": "Cy", "dee": "Dee", "eve": "Eve", "fay": "Fay"}
+    store.upsert_customers([make_customer(id=cid, name=name) for cid, name in names.items()])
+    store.add_influences(
+        [
+            make_influence("ada", "bob"),
+            make_influence("ada", "cy"),
+            make_influence("ada", "dee"),
+            make_influence("bob", "cy"),
+            make_influence("eve", "fay"),
+        ]
+    )
+    store.add_referrals([make_referral("ada", "bob"), make_referral("cy", "dee"), make_referral("fay", "eve")])
+    if analysed:
+        pagerank = {"ada": 0.4, "bob": 0.2, "cy": 0.15, "dee": 0.1, "eve": 0.08, "fay": 0.07}
+        run = make_run(id="run-seed")
+        store.save_run(run)
+        store.write_scores(
+            [
+                make_scores(
+                    cid,
+                    run_id=run.id,
+                    segment=SEGMENT_OF[cid],
+                    scores={"pagerank": pagerank[cid]},
+                    community=1 if cid in ("ada", "bob", "cy", "dee") else 2,
+                    explanation=f"{names[cid]} explained.",
+                )
+                for cid in names
+            ]
+        )

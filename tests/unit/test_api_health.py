@@ -1,0 +1,136 @@
+"""Probes, problem details for failures, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from graph.sqlite_store import SqliteStore
+from tests.api_support import PROBLEM_JSON, api_client, sqlite_url
+
+UNREACHABLE_NEO4J = "bolt://127.0.0.1:1"  # nothing listens on port 1
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with api_client(sqlite_url(tmp_path)) as c:
+        yield c
+
+
+@pytest.fixture
+def down() -> Iterator[TestClient]:
+    with api_client(UNREACHABLE_NEO4J) as c:
+        yield c
+
+
+def test_healthz_and_readyz_answer_when_the_store_is_up(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["store"].startswith("sqlite:///")
+
+
+def test_with_an_unreachable_store_the_app_starts_and_is_alive_but_not_ready(down: TestClient) -> None:
+    assert down.get("/healthz").status_code == 200
+    ready = down.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.headers["content-type"].startswith(PROBLEM_JSON)
+    assert int(ready.headers["retry-after"]) > 0
+    body = ready.json()
+    assert body["type"] == "urn:advocacy:problem:store-unavailable"
+    assert body["dependency"] == "store"
+    assert "store" in body["detail"]
+    assert "127.0.0.1:1" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/customers"),
+        ("GET", "/v1/customers/ada"),
+        ("DELETE", "/v1/customers/ada"),
+        ("GET", "/v1/stats"),
+        ("GET", "/v1/graph/view"),
+        ("GET", "/v1/analysis/runs"),
+    ],
+)
+def test_with_an_unreachable_store_api_routes_answer_503_with_retry_after(
+    down: TestClient, method: str, path: str
+) -> None:
+    response = down.request(method, path)
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    assert int(response.headers["retry-after"]) > 0
+    assert "Traceback" not in response.text
+
+
+def test_with_an_unreachable_store_the_dashboard_is_a_503_page_not_a_stack_trace(down: TestClient) -> None:
+    response = down.get("/", headers={"accept": "text/html"})
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Retry-After" in response.headers
+    assert "not answering" in response.text
+    assert "Traceback" not in response.text
+
+
+def test_a_store_that_fails_after_startup_answers_503(client: TestClient) -> None:
+    client.app.state.store_holder.get().close()  # type: ignore[attr-defined]
+    response = client.get("/v1/stats")
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+
+
+def test_an_unexpected_exception_is_a_500_problem_without_internals(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(self: SqliteStore) -> None:
+        raise RuntimeError("secret internal state /etc/passwd")
+
+    monkeypatch.setattr(SqliteStore, "stats", explode)
+    response = client.get("/v1/stats")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    body = response.json()
+    assert body["type"] == "urn:advocacy:problem:internal"
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+
+
+def test_an_unknown_route_is_a_404_problem(client: TestClient) -> None:
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    assert response.json()["instance"] == "/v1/nothing-here"
+
+
+def test_every_api_operation_is_documented_with_tag_summary_and_problem_responses(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operations = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+    assert {(path, method) for path, method, _ in operations} >= {
+        ("/v1/customers", "get"),
+        ("/v1/customers/{customer_id}", "get"),
+        ("/v1/customers/{customer_id}", "put"),
+        ("/v1/customers/{customer_id}", "delete"),
+        ("/v1/import", "post"),
+        ("/v1/stats", "get"),
+        ("/v1/analysis/runs", "get"),
+        ("/v1/analysis/runs/{run_id}", "get"),
+        ("/v1/graph/view", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    }
+    for path, method, op in operations:
+        assert op.get("tags"), (path, method)
+        assert op.get("summary"), (path, method)
+        if path.startswith("/v1/"):
+            assert "503" in op["responses"], (path, method)
+            assert PROBLEM_JSON in op["responses"]["503"]["content"], (path, method)
+    put_body = spec["paths"]["/v1/customers/{customer_id}"]["put"]["requestBody"]["content"]["application/json"]
+    assert put_body["examples"]["customer"]["value"]["id"] == "cust-0042"
+    schemas = spec["components"]["schemas"]
+    for name in ("CustomerPage", "CustomerDetail", "GraphView", "ImportResult", "Problem"):
+        assert schemas[name].get("examples"), name
