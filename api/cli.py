@@ -259,6 +259,6 @@ def serve_command(
 
 
 # --- Commands from other modules --------------------------------------------------------------------------------
-# The lead registers further commands below (each module exposes `register(app)`), e.g.:
-#     from api import cli_analysis
-#     cli_analysis.register(app)
+from api import cli_analysis  # noqa: E402 - registered after the core commands so `--help` lists them last
+
+cli_analysis.register(app)

@@ -1,0 +1,219 @@
+"""engine.analysis and graph.export against a real SQLite store in a temporary file."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.analysis import AnalysisParams, compare_runs, pack_ids, run_analysis, unpack_ids
+from graph.errors import InvalidInput
+from graph.export import export_graphs
+from graph.model import ContactChannel, EventKind, GraphBatch, InfluenceKind, ReferralStatus, Segment
+from graph.sqlite_store import SqliteStore
+from tests.factories import make_customer, make_event, make_influence, make_referral
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "graph.db")
+    yield s
+    s.close()
+
+
+def small_network(store: SqliteStore) -> None:
+    """A hub influencing 8 customers, a 3-step converted referral chain, a prosumer, a complainer and a loner.
+
+    hub -> f1..f8 (INFLUENCES); ref0 -> ref1 -> ref2 -> ref3 (converted), ref0 -> ref4, ref0 -> ref5 (converted);
+    pro: 4 reviews, 2 ideas, 1 purchase; hub: 1 complaint after the analysis in one test; loner: no tie at all.
+    """
+    ids = ["hub", *(f"f{i}" for i in range(1, 9)), *(f"ref{i}" for i in range(6)), "pro", "loner"]
+    customers = [make_customer(id=cid) for cid in ids]
+    influences = [make_influence("hub", f"f{i}", weight=1.0) for i in range(1, 9)]
+    influences += [make_influence("f1", "f2"), make_influence("ref0", "ref1"), make_influence("pro", "f3")]
+    converted = ReferralStatus.CONVERTED
+    referrals = [
+        make_referral("ref0", "ref1", status=converted),
+        make_referral("ref1", "ref2", status=converted),
+        make_referral("ref2", "ref3", status=converted),
+        make_referral("ref0", "ref4", status=converted),
+        make_referral("ref0", "ref5", status=converted),
+    ]
+    events = [make_event("pro", kind=EventKind.REVIEW, value=5.0) for _ in range(4)]
+    events += [make_event("pro", kind=EventKind.IDEA, value=None) for _ in range(2)]
+    events += [make_event("pro", kind=EventKind.PURCHASE)]
+    store.write_batch(GraphBatch(customers=customers, influences=influences, referrals=referrals, events=events))
+
+
+# --- export ----------------------------------------------------------------------------------------------------
+
+
+def test_export_sums_the_weights_of_every_kind_between_two_customers(store: SqliteStore) -> None:
+    store.write_batch(
+        GraphBatch(
+            customers=[make_customer(id="a"), make_customer(id="b")],
+            influences=[
+                make_influence("a", "b", kind=InfluenceKind.FOLLOWS, weight=1.0),
+                make_influence("a", "b", kind=InfluenceKind.SHARES, weight=0.5),
+                make_influence("b", "a", kind=InfluenceKind.MENTIONS, weight=0.25),
+            ],
+        )
+    )
+    G = export_graphs(store).influence  # noqa: N806
+    assert G["a"]["b"]["weight"] == pytest.approx(1.5)
+    assert G["b"]["a"]["weight"] == pytest.approx(0.25)
+    assert G.number_of_edges() == 2
+
+
+def test_export_carries_consent_event_summaries_and_referral_statuses(store: SqliteStore) -> None:
+    store.write_batch(
+        GraphBatch(
+            customers=[
+                make_customer(id="yes", consent={ContactChannel.SMS: True}),
+                make_customer(id="no", consent={ContactChannel.EMAIL: False}),
+            ],
+            referrals=[make_referral("yes", "no", status=ReferralStatus.SIGNED_UP)],
+            events=[
+                make_event("yes", kind=EventKind.RATING, value=9.0),
+                make_event("yes", kind=EventKind.RATING, value=7.0),
+                make_event("no", kind=EventKind.COMPLAINT, value=None),
+            ],
+        )
+    )
+    graphs = export_graphs(store)
+    yes, no = graphs.influence.nodes["yes"], graphs.influence.nodes["no"]
+    assert yes["consent"] is True
+    assert "consent" not in no
+    assert (yes["rating_count"], yes["rating_total"]) == (2, 16.0)
+    assert no["complaint_count"] == 1
+    assert no["complaint_last"] is not None
+    assert graphs.referrals["yes"]["no"]["status"] == "signed_up"
+    assert graphs.customers == 2
+
+
+def test_export_drops_and_counts_a_self_loop_that_bypassed_the_model(store: SqliteStore, tmp_path: Path) -> None:
+    store.write_batch(GraphBatch(customers=[make_customer(id="a"), make_customer(id="b")]))
+    store.add_influences([make_influence("a", "b")])
+    with sqlite3.connect(tmp_path / "graph.db") as raw:  # as another tool writing the file might
+        raw.execute("INSERT INTO influences VALUES ('a', 'a', 'follows', 1.0, NULL)")
+    graphs = export_graphs(store)
+    assert graphs.self_loops_dropped == 1
+    assert not graphs.influence.has_edge("a", "a")
+    assert graphs.influence.has_edge("a", "b")
+
+
+# --- the analysis run ------------------------------------------------------------------------------------------
+
+
+def test_analysis_segments_explains_and_writes_back_every_customer(store: SqliteStore) -> None:
+    small_network(store)
+    thresholds = {"influencer_top_share": 0.05, "influencer_min_descendants": 4}
+    run = run_analysis(store, params=AnalysisParams.model_validate({"thresholds": thresholds}))
+
+    hub = store.get_scores("hub")
+    assert hub is not None
+    assert hub.segment is Segment.INFLUENCER  # PageRank rank 1 of 17 (top 5% allows rank 1 only)
+    assert hub.explanation.startswith("Influencer: PageRank")
+    assert hub.scores["out_degree"] == 8.0
+    assert hub.run_id == run.id
+
+    ref0 = store.get_scores("ref0")
+    assert ref0 is not None
+    assert ref0.segment is Segment.INFLUENCER  # 5 descendants (ref1..ref5) >= 4
+    assert ref0.scores["referral_descendants"] == 5.0
+    assert ref0.scores["referral_generations"] == 3.0
+    assert "3 converted referrals reaching 5 customers in 3 generations" in ref0.explanation
+
+    pro = store.get_scores("pro")
+    assert pro is not None
+    assert pro.segment is Segment.PROSUMER  # 6 contributions / (1 purchase + 1) = 3.0, the top score
+    assert pro.scores["prosumer"] == pytest.approx(3.0)
+
+    loner = store.get_scores("loner")
+    assert loner is not None
+    assert loner.community is None
+    assert loner.segment is Segment.PASSIVE
+
+    assert run.status == "done"
+    assert run.summary["customers"] == 17
+    assert sum(run.summary["segments"].values()) == 17
+    assert run.summary["scores_written"] == 17
+    assert run.summary["isolated_customers"] == 5  # loner, and ref2..ref5 who only have referral edges
+    assert run.summary["top_influencers"][0]["customer_id"] == "hub"
+    assert {"export", "pagerank", "communities", "write scores", "total"} <= run.timings.keys()
+    assert store.get_run(run.id) == run
+
+
+def test_an_empty_store_is_a_clear_error_and_records_no_run(store: SqliteStore) -> None:
+    with pytest.raises(InvalidInput, match="holds no customers"):
+        run_analysis(store)
+    assert store.list_runs() == []
+
+
+def test_without_influence_edges_no_one_is_an_influencer_by_rank_and_the_run_says_why(store: SqliteStore) -> None:
+    store.write_batch(
+        GraphBatch(
+            customers=[make_customer(id=c) for c in ("a", "b", "c", "d", "e", "f", "g")],
+            referrals=[make_referral("a", f, status=ReferralStatus.CONVERTED) for f in "bcdef"],
+        )
+    )
+    run = run_analysis(store)
+    assert any("no influence edges" in w for w in run.summary["warnings"])
+    # Everyone has PageRank 1/7, so only the proven referral reach of a (5 customers) makes an influencer.
+    assert run.summary["segments"]["influencer"] == 1
+    a = store.get_scores("a")
+    assert a is not None
+    assert a.segment is Segment.INFLUENCER
+    assert run.summary["isolated_customers"] == 7
+    assert run.summary["communities"] == 0
+
+
+def test_a_failing_run_is_recorded_as_failed(store: SqliteStore) -> None:
+    small_network(store)
+    with pytest.raises(InvalidInput, match="not installed"):
+        run_analysis(store, params=AnalysisParams(nx_backend="no-such-backend"))
+    (run,) = store.list_runs()
+    assert run.status == "failed"
+    assert "not installed" in run.summary["error"]
+
+
+def test_the_same_seed_gives_the_same_communities(store: SqliteStore) -> None:
+    small_network(store)
+    run_analysis(store, params=AnalysisParams(seed=3))
+    first = {s.customer_id: s.community for s in store.iter_scores()}
+    run_analysis(store, params=AnalysisParams(seed=3))
+    assert {s.customer_id: s.community for s in store.iter_scores()} == first
+
+
+def test_compare_runs_counts_the_customers_who_changed_segment(store: SqliteStore) -> None:
+    small_network(store)
+    before = run_analysis(store)
+    store.add_events([make_event("hub", kind=EventKind.COMPLAINT, value=None)])
+    after = run_analysis(store, params=AnalysisParams(seed=1))
+    cmp = compare_runs(before, after)
+    assert cmp.changed_segments == 1
+    assert cmp.changed_exact is True
+    assert cmp.transitions == {"influencer->do_not_ask": 1}
+    assert cmp.segment_counts["do_not_ask"] == (0, 1)
+    assert cmp.params_changed == {"seed": (0, 1)}
+    assert cmp.customers == (17, 17)
+    assert [r.id for r in store.list_runs()] == [after.id, before.id]
+
+
+def test_compare_runs_without_membership_falls_back_to_a_lower_bound(store: SqliteStore) -> None:
+    small_network(store)
+    a = run_analysis(store)
+    b = a.model_copy(
+        update={"summary": {**a.summary, "membership": None, "segments": {**a.summary["segments"], "passive": 0}}}
+    )
+    cmp = compare_runs(a, b)
+    assert cmp.changed_exact is False
+    assert cmp.changed_segments == a.summary["segments"]["passive"] // 2
+
+
+def test_packed_ids_round_trip() -> None:
+    ids = [f"c{i:05d}" for i in range(2000, 0, -1)]
+    assert unpack_ids(pack_ids(ids)) == sorted(ids)
+    assert unpack_ids(pack_ids([])) == []
