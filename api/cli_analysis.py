@@ -8,6 +8,7 @@ terminal), results to stdout: a rich table, or with `--json` exactly one JSON ob
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -20,6 +21,8 @@ from rich.table import Table
 
 from api.cli_common import err_console, fail, settings_from_context, store_from_context
 from engine.analysis import SEGMENT_ORDER, AnalysisParams, RunComparison, compare_runs, run_analysis
+from engine.celery_app import make_celery
+from engine.sampling import WorkerSampling
 from engine.targeting import TargetChoice, choose_targets
 from graph.errors import AdvocacyError
 from graph.model import AnalysisRun, Segment
@@ -267,6 +270,17 @@ def targets_command(
     seed: Annotated[int | None, typer.Option(min=0, help="Seed for a reproducible choice.")] = None,
     mc_runs: Annotated[int, typer.Option(min=1, help="Monte Carlo simulations per spread estimate.")] = 10_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Threads for sampling and simulation (default: every core).")
+    ] = os.cpu_count() or 1,
+    celery: Annotated[
+        bool | None,
+        typer.Option(
+            "--celery/--no-celery",
+            help="Sample on Celery workers (default: ADVOCACY_CELERY__DISTRIBUTE_SAMPLING).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Choose K customers to ask that maximise the expected referral cascade, with why and what to expect.
 
@@ -274,6 +288,19 @@ def targets_command(
     are never chosen. Shows the expected reach with a 95% confidence interval and the degree, PageRank and
     degree-discount baselines under the same constraints.
     """
+    settings = settings_from_context(ctx)
+    distribute = settings.celery.distribute_sampling if celery is None else celery
+    sampling = (
+        WorkerSampling(
+            make_celery(settings),
+            settings.store,
+            database=settings.neo4j.database,
+            chunks=settings.celery.sampling_chunks,
+            timeout_s=settings.celery.task_timeout_s,
+        )
+        if distribute
+        else None
+    )
     with _errors(), store_from_context(ctx) as store, _bar(()) as bar:
         choice = choose_targets(
             store,
@@ -285,6 +312,8 @@ def targets_command(
             method=method.value,
             seed=seed,
             mc_runs=mc_runs,
+            workers=workers,
+            worker_sampling=sampling,
             progress=bar,
         )
     if as_json:

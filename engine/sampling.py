@@ -118,35 +118,46 @@ def merge_chunks(results: list[dict[str, Any]], expected_fingerprint: str) -> tu
     return np.concatenate(offsets_parts), members_all
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerSampling:
+    """Where and how much to sample on Celery workers; the workers open the store at `store_url` themselves."""
+
+    celery: Celery
+    store_url: str
+    database: str = "neo4j"
+    rr_sets: int = 200_000
+    chunks: int = 8
+    timeout_s: float = 600.0
+
+
 def select_on_workers(
-    celery: Celery,
-    store: GraphStore,
-    store_url: str,
+    sampling: WorkerSampling,
+    cg: CascadeGraph,
     *,
-    database: str,
     k: int,
-    model: str,
-    p: float,
-    weight: str | None = None,
-    rr_sets: int = 200_000,
-    chunks: int = 8,
     seed: int = 0,
     candidates: Collection[Hashable] | None = None,
     groups: Mapping[Hashable, int] | None = None,
     max_per_group: int | None = None,
-    timeout_s: float = 600.0,
 ) -> SeedSelection:
-    """Sample `rr_sets` RR sets in `chunks` Celery tasks and choose `k` seeds by greedy cover here."""
+    """Sample RR sets of `cg` in Celery tasks and choose `k` seeds by greedy cover here.
+
+    `cg` must be the cascade graph of the store's influence edges as `cascade_graph_of` builds it (the workers
+    build theirs the same way; the fingerprint check refuses anything else).
+    """
+    chunks, rr_sets = sampling.chunks, sampling.rr_sets
     if chunks < 1 or rr_sets < chunks:
         raise InvalidInput(f"need at least one RR set per chunk (rr_sets={rr_sets}, chunks={chunks})")
-    cg, expected = cascade_graph_of(store, model=model, p=p, weight=weight)
+    model, p, weight, expected = cg.model, cg.p, cg.weight, fingerprint(cg)
     per_chunk = [rr_sets // chunks + (1 if i < rr_sets % chunks else 0) for i in range(chunks)]
     pending = [
-        celery.send_task(TASK_NAME, args=[store_url, database, model, p, weight, count, chunk_seed])
+        sampling.celery.send_task(
+            TASK_NAME, args=[sampling.store_url, sampling.database, model, p, weight, count, chunk_seed]
+        )
         for count, chunk_seed in zip(per_chunk, chunk_seeds(seed, chunks), strict=True)
     ]
     try:
-        results = [result.get(timeout=timeout_s) for result in pending]
+        results = [result.get(timeout=sampling.timeout_s) for result in pending]
     except Exception as exc:  # Celery raises the worker's exception or its own timeout/connection errors
         raise StoreUnavailable(f"sampling on Celery workers failed: {type(exc).__name__}: {exc}") from exc
     offsets, members = merge_chunks(results, expected)

@@ -15,12 +15,14 @@ conversion rate, and the reward cost, each with a range. `forecast` is its pure 
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.sampling import WorkerSampling, select_on_workers
 from engine.segments import SegmentThresholds
 from graph.diffusion import SpreadEstimate, simulate_spread
 from graph.errors import InvalidInput, NotFound
@@ -145,6 +147,7 @@ def choose_targets(
     weight: str | None = None,
     baselines: Sequence[Method] = BASELINES,
     workers: int = 1,
+    worker_sampling: WorkerSampling | None = None,
     progress: ProgressFn | None = None,
 ) -> TargetChoice:
     """Choose `k` customers to ask, in order, with the expected cascade and the baselines' for comparison.
@@ -170,6 +173,10 @@ def choose_targets(
         Makes selection and simulation reproducible; drawn and reported when not given.
     mc_runs : int
         Monte Carlo cascades per spread estimate.
+    workers : int
+        Threads for sampling and simulation on this machine.
+    worker_sampling : WorkerSampling, optional
+        Sample IMM's RR sets on Celery workers instead (`engine.sampling`); the greedy still runs here.
 
     Returns
     -------
@@ -242,16 +249,27 @@ def choose_targets(
     groups = community_of if max_per_community is not None else None
 
     report(f"select ({method})", 0, 0)
-    selection = select_seeds(
-        cg,
-        k,
-        method=method,
-        seed=seed,
-        candidates=candidates,
-        max_per_group=max_per_community,
-        groups=groups,
-        workers=workers,
-    )
+    if worker_sampling is not None and method == "imm":
+        selection = select_on_workers(
+            worker_sampling,
+            cg,
+            k=k,
+            seed=seed if seed is not None else secrets.randbelow(2**31),
+            candidates=candidates,
+            max_per_group=max_per_community,
+            groups=groups,
+        )
+    else:
+        selection = select_seeds(
+            cg,
+            k,
+            method=method,
+            seed=seed,
+            candidates=candidates,
+            max_per_group=max_per_community,
+            groups=groups,
+            workers=workers,
+        )
     used_seed = int(selection.params.get("seed", seed if seed is not None else 0))
     report("simulate spread", 0, 0)
     spread = simulate_spread(cg, selection.seeds, runs=mc_runs, seed=used_seed, workers=workers)
