@@ -29,6 +29,7 @@ TAGS = [
     {"name": "customers", "description": "Customers as the merchant knows them: list, read, upsert, erase."},
     {"name": "graph", "description": "The network as a whole: counts, bulk import, a sample to draw."},
     {"name": "analysis", "description": "Records of the analyses that segment and score customers."},
+    {"name": "targets", "description": "Whom to ask (influence maximisation) and what asking them would bring."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 

@@ -240,3 +240,61 @@ class Readiness(_Out):
 
     status: Literal["ready"] = "ready"
     store: str = Field(description="Where the store is (no password).")
+
+
+class _In(BaseModel):
+    """Request input: unknown fields are refused (422), so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ANALYSIS_PARAMS_EXAMPLE: dict[str, Any] = {"seed": 7, "resolution": 1.0, "top_n": 10}
+
+FORECAST_EXAMPLE: dict[str, Any] = {
+    "seeds": ["cust-0042", "cust-0007", "cust-0113"],
+    "conversion_rate": 0.12,
+    "reward_per_referral": 10.0,
+    "friend_reward": 5.0,
+    "model": "ic",
+    "p": 0.01,
+}
+
+
+class TargetQuery(_In):
+    """`GET /v1/targets` query: the parameters of `engine.targeting.choose_targets` (and `advocacy targets`)."""
+
+    k: int = Field(ge=1, le=10_000, description="How many customers to ask.", examples=[5])
+    model: Literal["ic", "wc"] = Field(
+        default="ic", description="Diffusion model: independent cascade (`ic`) or weighted cascade (`wc`)."
+    )
+    p: float = Field(default=0.01, gt=0, le=1, description="Independent cascade probability per influence edge.")
+    exclude_segment: list[Segment] = Field(
+        default_factory=list, description="Never choose this segment (repeatable); `do_not_ask` always is."
+    )
+    max_per_community: int | None = Field(default=None, ge=1, description="At most this many targets per community.")
+    only_consenting: bool = Field(default=True, description="Choose only customers with consent on some channel.")
+    method: Literal["imm", "degree", "pagerank", "degree_discount"] = Field(
+        default="imm", description="How to choose; the other selectors are reported as baselines."
+    )
+    seed: int | None = Field(default=None, ge=0, description="Seed for a reproducible choice; drawn when absent.")
+    mc_runs: int = Field(default=10_000, ge=100, le=100_000, description="Monte Carlo simulations per spread estimate.")
+
+
+class ForecastRequest(_In):
+    """What if we ask `seeds`: the parameters of `engine.targeting.forecast_campaign`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [FORECAST_EXAMPLE]})
+
+    seeds: list[str] = Field(min_length=1, max_length=10_000, description="Customers to ask (duplicates count once).")
+    conversion_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Chance that a reached friend converts; by default the store's referral history.",
+    )
+    reward_per_referral: float = Field(default=0.0, ge=0, description="Paid to the referrer per converted referral.")
+    friend_reward: float = Field(default=0.0, ge=0, description="Paid to the friend per converted referral.")
+    model: Literal["ic", "wc"] = Field(default="ic", description="Diffusion model, as for `/v1/targets`.")
+    p: float = Field(default=0.01, gt=0, le=1, description="Independent cascade probability per influence edge.")
+    runs: int = Field(default=10_000, ge=100, le=100_000, description="Monte Carlo simulations.")
+    seed: int | None = Field(default=None, ge=0, description="Seed for a reproducible simulation.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import analysis, customers, graph, health, pages
+from api.routes import analysis, customers, graph, health, pages, targets
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     customers.router,
     graph.router,
     analysis.router,
+    targets.router,
     pages.router,
 )

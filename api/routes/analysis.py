@@ -1,16 +1,19 @@
-"""`/v1/analysis/runs`: the record of each analysis (starting one comes with the analysis service)."""
+"""`/v1/analysis/runs`: start an analysis, read the record of each run, compare two runs."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from api.deps import StoreDep
-from api.schemas import RunList, problem_responses
+from api.schemas import ANALYSIS_PARAMS_EXAMPLE, RunList, problem_responses
+from engine.analysis import AnalysisParams, RunComparison, compare_runs, run_analysis
 from graph.model import AnalysisRun
 
 router = APIRouter(prefix="/v1/analysis", tags=["analysis"])
+
+RunIdPath = Annotated[str, Path(description="An analysis run's id.", examples=["run-20240601-0900"])]
 
 
 @router.get("/runs", summary="List analysis runs, most recent first", responses=problem_responses(422, 503))
@@ -21,6 +24,45 @@ def list_runs(
     return RunList(items=store.list_runs(limit=limit))
 
 
+@router.post(
+    "/runs",
+    status_code=201,
+    summary="Run an analysis now",
+    description="Scores, segments and explains every customer, writes the results back and records the run, "
+    "like `advocacy analyse`. Runs synchronously: the response is the finished run, and `Location` is its URL. "
+    "The body is optional (defaults otherwise); unknown fields are refused with 422.",
+    responses=problem_responses(422, 503),
+)
+def start_run(
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    params: Annotated[
+        AnalysisParams | None,
+        Body(
+            openapi_examples={
+                "defaults": {"summary": "Default parameters", "value": {}},
+                "seeded": {"summary": "A seed and a finer resolution", "value": ANALYSIS_PARAMS_EXAMPLE},
+            }
+        ),
+    ] = None,
+) -> AnalysisRun:
+    run = run_analysis(store, params=params)
+    response.headers["Location"] = request.app.url_path_for("get_run", run_id=run.id)
+    return run
+
+
 @router.get("/runs/{run_id}", summary="Read one analysis run", responses=problem_responses(404, 503))
-def get_run(run_id: Annotated[str, Path(examples=["run-20240601-0900"])], store: StoreDep) -> AnalysisRun:
+def get_run(run_id: RunIdPath, store: StoreDep) -> AnalysisRun:
     return store.get_run(run_id)
+
+
+@router.get(
+    "/runs/{run_a}/compare/{run_b}",
+    summary="Compare two analysis runs",
+    description="What changed from run `run_a` to run `run_b`: segment counts, customers who changed segment "
+    "and how, communities, top influencers kept, parameters changed.",
+    responses=problem_responses(404, 503),
+)
+def compare(run_a: RunIdPath, run_b: RunIdPath, store: StoreDep) -> RunComparison:
+    return compare_runs(store.get_run(run_a), store.get_run(run_b))
