@@ -1,9 +1,8 @@
 """Every Cypher statement `Neo4jStore` runs, as named constants.
 
 Values always travel as `$parameters`; labels, relationship types and property names are written here (the
-relationship types from `EdgeType`), never built from input. Batch writes `UNWIND $rows`; rows are plain lists
-rather than maps where the volume is large (edges), because the driver packs and the server unpacks a list of
-six values noticeably faster than a map with six keys.
+relationship types from `EdgeType`), never built from input. Batch writes `UNWIND $rows`; where the volume is
+large (edges, events) a row is a plain list rather than a map, which is smaller on the wire.
 
 The graph as a marketer sees it in Cypher:
 
@@ -16,8 +15,10 @@ The graph as a marketer sees it in Cypher:
     (:AnalysisRun {id, started_at, finished_at, status, params_json, timings_json, summary_json})
     (:ErasureCount {key, count})      anonymous tally: customers, edges.REFERRED, edges.INFLUENCES, events.<kind>
 
-Times are Neo4j `DATETIME`s in UTC. Exports return them as integer microseconds since the epoch, which Python
-turns into a `datetime` several times faster than the driver hydrates a `DateTime` structure.
+Times are stored as Neo4j `DATETIME`s in UTC, so they sort and compare in Cypher, but they travel as integer
+microseconds since the epoch in both directions (`_datetime` builds them, `_at_us` reads them): the Python
+driver converts each `datetime` in pure Python, measured here at some 100 us apiece, which would otherwise be
+the largest client-side cost of both imports and exports.
 """
 
 from __future__ import annotations
@@ -185,7 +186,18 @@ CUSTOMER_FIELD_COUNT: Final = 8 + len(CONSENT_PROPERTIES)
 
 GET_CUSTOMER: Final = f"MATCH (c:Customer {{id: $id}}) RETURN [{_customer_fields}] AS row"
 
-ITER_CUSTOMERS: Final = f"MATCH (c:Customer) RETURN [{_customer_fields}] AS row ORDER BY c.id"
+_page = """
+MATCH (c:Customer) WHERE c.id > $after{also}
+WITH c ORDER BY c.id LIMIT $limit
+"""
+"""The head of every export: the next `$limit` customers after `$after`, read in the order of the unique index
+on `Customer.id` (no sort). Each export returns one record per page, `last` (the page's last id, null when
+there are no more) and `rows`: the Python driver spends some 15 us of framing and bookkeeping per record, which
+made it the largest cost of streaming a million edges row by row."""
+
+ITER_CUSTOMERS: Final = (
+    _page.format(also="") + f"RETURN last(collect(c.id)) AS last, collect([{_customer_fields}]) AS rows"
+)
 
 _score_fields = (
     "[c.id, c.scored_run_id, c.segment, c.explanation, c.community, "
@@ -197,10 +209,10 @@ MATCH (c:Customer {{id: $id}}) WHERE c.scored_run_id IS NOT NULL
 RETURN {_score_fields} AS row
 """
 
-ITER_SCORES: Final = f"""
-MATCH (c:Customer) WHERE c.scored_run_id IS NOT NULL
-RETURN {_score_fields} AS row ORDER BY c.id
-"""
+ITER_SCORES: Final = (
+    _page.format(also=" AND c.scored_run_id IS NOT NULL")
+    + f"RETURN last(collect(c.id)) AS last, collect({_score_fields}) AS rows"
+)
 
 _run_fields = (
     f"[r.id, {_at_us.format(at='r.started_at')}, {_at_us.format(at='r.finished_at')}, r.status, "
@@ -218,27 +230,28 @@ COUNT_EVENTS_BY_KIND: Final = "MATCH (e:Event) RETURN e.kind AS kind, count(*) A
 ERASURE_COUNTS: Final = "MATCH (t:ErasureCount) RETURN t.key AS key, t.count AS n ORDER BY key"
 
 EXPORT_EDGES: Final[dict[EdgeType, str]] = {
-    EdgeType.INFLUENCES: f"""
-        MATCH (s:Customer) WHERE EXISTS {{ (s)-[:{INFLUENCES}]->() }}
-        RETURN [s.id, [(s)-[r:{INFLUENCES}]->(t:Customer)
-                       | [t.id, r.kind, r.weight, {_at_us.format(at="r.at")}]]] AS row
-    """,
-    EdgeType.REFERRED: f"""
-        MATCH (s:Customer) WHERE EXISTS {{ (s)-[:{REFERRED}]->() }}
-        RETURN [s.id, [(s)-[r:{REFERRED}]->(t:Customer)
-                       | [t.id, r.status, 1.0, {_at_us.format(at="r.at")}]]] AS row
-    """,
+    EdgeType.INFLUENCES: _page.format(also="")
+    + f"""RETURN last(collect(c.id)) AS last, collect([c.id, [(c)-[r:{INFLUENCES}]->(t)
+        | [t.id, r.kind, r.weight, {_at_us.format(at="r.at")}]]]) AS rows""",
+    EdgeType.REFERRED: _page.format(also="")
+    + f"""RETURN last(collect(c.id)) AS last, collect([c.id, [(c)-[r:{REFERRED}]->(t)
+        | [t.id, r.status, 1.0, {_at_us.format(at="r.at")}]]]) AS rows""",
 }
-"""One row per source customer: `[source, [[target, label, weight, at_us], ...]]`; the label is the influence
-kind or the referral status. Grouping by source cuts the driver's per-record work (framing, `Record` objects)
-about sevenfold, which is most of the cost of streaming a million edges into Python."""
+"""Rows are `[source, [[target, label, weight, at_us], ...]]` per customer of the page; the label is the influence
+kind or the referral status. Both types only ever join two customers, so `t` needs no label check."""
 
-EXPORT_SOURCES_PER_FETCH: Final = 10
-"""Edges per source to expect when sizing fetches: `batch_size` edges are about `batch_size / 10` rows."""
+EDGES_PER_CUSTOMER: Final = 10
+"""For sizing pages: `batch_size` edges are about `batch_size / 10` customers."""
 
-EVENT_SUMMARIES: Final = f"""
-MATCH (c:Customer)-[:{PERFORMED}]->(e:Event)
-WITH c.id AS id, e.kind AS kind, count(e) AS n, sum(coalesce(e.value, 0.0)) AS total, max(e.at) AS last
-RETURN [id, kind, n, total, {_at_us.format(at="last")}] AS row
-ORDER BY id, kind
+EVENT_SUMMARIES: Final = (
+    _page.format(also="")
+    + f"""CALL (c) {{
+    MATCH (c)-[:{PERFORMED}]->(e:Event)
+    WITH e.kind AS kind, count(*) AS n, sum(coalesce(e.value, 0.0)) AS total, max(e.at) AS at
+    ORDER BY kind
+    RETURN collect([kind, n, total, {_at_us.format(at="at")}]) AS summaries
+}}
+RETURN last(collect(c.id)) AS last, collect([c.id, summaries]) AS rows
 """
+)
+"""Rows are `[customer, [[kind, count, total, last_at_us], ...]]`, aggregated per customer in the page."""

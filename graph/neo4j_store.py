@@ -9,9 +9,14 @@ slow to pack and hard on the server's heap, while `CALL { ... } IN TRANSACTIONS`
 The statements are pipelined: their results are consumed only at the end, so Python packs the next chunk while
 the server is still writing the previous one.
 
-Streaming exports (`iter_*`) run one query in an explicit read transaction and yield while the driver pulls
-`batch_size` records at a time. They cannot use `execute_read`: a managed transaction may be retried, and a
-retry would yield rows the caller has already seen.
+Streaming exports (`iter_*`) read pages of customers in id order (keyset paging on the unique index, one
+record per page) inside one explicit read transaction, asking for the next page before yielding the current
+one; memory stays at two pages. They cannot use `execute_read`: a managed transaction may be retried, and a
+retry would yield rows the caller has already seen. Neo4j reads are read-committed, so a write committed while
+an export runs may or may not be seen by it.
+
+Times go in as integer microseconds and come out the same way (see `graph.cypher`): the driver's own
+conversion of `datetime` values costs about 100 us each, which would dominate both imports and exports.
 
 Erasure deletes the customer's node, edges and events in one transaction and adds to anonymous
 `(:ErasureCount)` nodes. Like SQLite's write-ahead log, Neo4j's transaction log keeps the deleted values until
@@ -73,6 +78,8 @@ _CHUNK: Final = 10_000
 """Rows per `UNWIND` statement inside one write transaction (measured: 5k-20k all do about equally well)."""
 
 _SHOWN_MISSING: Final = 20
+_SUMMARY_PAGE = 10_000
+"""Customers per page of `iter_event_summaries` (the protocol gives it no batch size)."""
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _KINDS: Final = {kind.value: kind for kind in EventKind}
@@ -185,23 +192,30 @@ def _run_from(row: list[Any]) -> AnalysisRun:
     )
 
 
-def _edge_converter(edge_type: EdgeType) -> Callable[[list[Any]], Iterable[EdgeRecord]]:
-    def convert(row: list[Any]) -> Iterator[EdgeRecord]:
-        source = row[0]
-        for target, label, weight, at in row[1]:
-            yield EdgeRecord(
-                source, target, edge_type, label, weight, None if at is None else _EPOCH + timedelta(microseconds=at)
-            )
+def _edge_converter(edge_type: EdgeType) -> Callable[[list[Any]], list[EdgeRecord]]:
+    """Converts a whole page at once: list comprehensions, not generators, because this runs a million times."""
+    epoch, micros, record = _EPOCH, timedelta, EdgeRecord
+
+    def convert(rows: list[Any]) -> list[EdgeRecord]:
+        return [
+            record(source, target, edge_type, label, weight, None if at is None else epoch + micros(0, 0, at))
+            for source, edges in rows
+            for target, label, weight, at in edges
+        ]
 
     return convert
 
 
-def _one(convert: Callable[[list[Any]], T]) -> Callable[[list[Any]], Iterable[T]]:
-    return lambda row: (convert(row),)
+def _each(convert: Callable[[list[Any]], T]) -> Callable[[list[Any]], list[T]]:
+    return lambda rows: [convert(row) for row in rows]
 
 
-def _summary_from(row: list[Any]) -> EventSummary:
-    return EventSummary(row[0], _KINDS[row[1]], row[2], float(row[3]), _from_us(row[4]))
+def _summaries_from(rows: list[Any]) -> list[EventSummary]:
+    return [
+        EventSummary(customer_id, _KINDS[kind], count, float(total), _from_us(last_us))
+        for customer_id, summaries in rows
+        for kind, count, total, last_us in summaries
+    ]
 
 
 def translate(exc: Exception, where: str, doing: str) -> Exception:
@@ -548,24 +562,22 @@ class Neo4jStore:
 
     # --- streaming export ------------------------------------------------------------------------------------------
     def iter_customers(self, batch_size: int = 10_000) -> Iterator[Customer]:
-        return self._stream([(cypher.ITER_CUSTOMERS, _one(_customer_from))], batch_size)
+        return self._stream([(cypher.ITER_CUSTOMERS, _each(_customer_from))], batch_size)
 
     def iter_edges(self, edge_type: EdgeType | None = None, batch_size: int = 50_000) -> Iterator[EdgeRecord]:
         types = list(EdgeType) if edge_type is None else [EdgeType(edge_type)]
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, not {batch_size}")
-        fetch = max(1, batch_size // cypher.EXPORT_SOURCES_PER_FETCH)
-        return self._stream([(cypher.EXPORT_EDGES[t], _edge_converter(t)) for t in types], fetch)
+        customers_per_page = max(1, batch_size // cypher.EDGES_PER_CUSTOMER)
+        return self._stream([(cypher.EXPORT_EDGES[t], _edge_converter(t)) for t in types], customers_per_page)
 
     def iter_event_summaries(self) -> Iterator[EventSummary]:
-        return self._stream([(cypher.EVENT_SUMMARIES, _one(_summary_from))], 10_000)
+        return self._stream([(cypher.EVENT_SUMMARIES, _summaries_from)], _SUMMARY_PAGE)
 
     def iter_scores(self, batch_size: int = 10_000) -> Iterator[CustomerScores]:
-        return self._stream([(cypher.ITER_SCORES, _one(_scores_from))], batch_size)
+        return self._stream([(cypher.ITER_SCORES, _each(_scores_from))], batch_size)
 
-    def _stream(
-        self, queries: Sequence[tuple[str, Callable[[list[Any]], Iterable[T]]]], batch_size: int
-    ) -> Iterator[T]:
+    def _stream(self, queries: Sequence[tuple[str, Callable[[list[Any]], list[T]]]], batch_size: int) -> Iterator[T]:
         """Check arguments now, so mistakes surface at the call rather than at the first `next()`."""
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, not {batch_size}")
@@ -573,15 +585,23 @@ class Neo4jStore:
         return self._stream_rows(queries, batch_size)
 
     def _stream_rows(
-        self, queries: Sequence[tuple[str, Callable[[list[Any]], Iterable[T]]]], batch_size: int
+        self, queries: Sequence[tuple[str, Callable[[list[Any]], list[T]]]], page_size: int
     ) -> Iterator[T]:
+        """Read page after page (see `graph.cypher._page`) in one transaction.
+
+        The next page is asked for before this one is handed out, so the server reads it while the caller works.
+        """
         with (
             self._errors("export"),
-            self._driver.session(
-                database=self._database, default_access_mode=READ_ACCESS, fetch_size=batch_size
-            ) as session,
+            self._driver.session(database=self._database, default_access_mode=READ_ACCESS) as session,
             session.begin_transaction() as tx,
         ):
             for query, convert in queries:
-                for record in tx.run(query):
-                    yield from convert(record[0])
+                result = tx.run(query, after="", limit=page_size)
+                while True:
+                    page = result.single(strict=True)
+                    last, rows = page["last"], page["rows"]
+                    if last is None:
+                        break
+                    result = tx.run(query, after=last, limit=page_size)
+                    yield from convert(rows)

@@ -6,6 +6,7 @@ The shared behaviour of every store is in `tests/contract/`; these tests need th
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ import pytest
 from neo4j import Driver, GraphDatabase
 from neo4j.exceptions import AuthError, ConstraintError, ServiceUnavailable, TransientError
 
-from graph import cypher
+from graph import cypher, neo4j_store
 from graph.errors import InvalidInput, NotFound, StoreUnavailable
 from graph.model import Customer, Event, EventKind, GraphBatch, Influence, InfluenceKind
 from graph.neo4j_store import Neo4jStore, translate
@@ -314,6 +315,26 @@ def test_times_far_from_now_and_before_1970_come_back_to_the_microsecond(store: 
     assert store.get_customer("ann").created_at == at
     assert [e.at for e in store.iter_edges()] == [at]
     assert [s.last_at for s in store.iter_event_summaries()] == [at]
+
+
+def test_exports_page_through_customers_in_id_order_whatever_the_page_size(
+    store: Neo4jStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = ["b", "B", "a-1", "a", "a.b", "0", "Z9", "c@x", "c+1", "c:2"]
+    customers = [make_customer(id=cid, email=None) for cid in ids]
+    chain = [make_influence(a, b) for a, b in itertools.pairwise(customers)]
+    events = [make_event(c, kind=kind) for c in customers[::2] for kind in (EventKind.PURCHASE, EventKind.IDEA)]
+    store.write_batch(GraphBatch(customers=customers, influences=chain, events=events))
+    store.write_scores([make_scores(c) for c in customers[1::3]])
+    monkeypatch.setattr(neo4j_store, "_SUMMARY_PAGE", 2)
+
+    for size in (1, 2, 3, 100):
+        assert [c.id for c in store.iter_customers(batch_size=size)] == sorted(ids)
+        assert [s.customer_id for s in store.iter_scores(batch_size=size)] == sorted(ids[1::3])
+        edges = [(e.source, e.target) for e in store.iter_edges(batch_size=size)]
+        assert sorted(edges) == sorted((a.id, b.id) for a, b in itertools.pairwise(customers))
+    summaries = [(s.customer_id, s.kind.value, s.count) for s in store.iter_event_summaries()]
+    assert summaries == [(cid, kind, 1) for cid in sorted(ids[::2]) for kind in ("idea", "purchase")]
 
 
 def test_an_abandoned_export_releases_its_connection(store: Neo4jStore) -> None:
