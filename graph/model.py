@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -31,6 +32,16 @@ CustomerId = Annotated[str, AfterValidator(_check_id)]
 """A customer's stable external id, as the merchant knows them."""
 
 Scalar = str | int | float | bool | None
+
+
+@lru_cache(maxsize=1024)
+def _is_time_zone(name: str) -> bool:
+    """Cached because ZoneInfo keeps only a few zones and validating a million customers would reload files."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _utc(value: datetime) -> datetime:
@@ -133,10 +144,8 @@ class Customer(_Model):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from exc
+        if not _is_time_zone(value):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)")
         return value
 
     @field_validator("attributes")
