@@ -66,11 +66,11 @@ from graph.model import (
     Event,
     EventKind,
     EventSummary,
-    GraphBatch,
     GraphStats,
     Influence,
     Referral,
 )
+from graph.store import RowWriter
 
 T = TypeVar("T")
 
@@ -246,7 +246,7 @@ def translate(exc: Exception, where: str, doing: str) -> Exception:
     return exc
 
 
-class Neo4jStore:
+class Neo4jStore(RowWriter):
     """The customer graph in Neo4j 5; see the module docstring for transactions and `graph.cypher` for the model.
 
     `url` is `bolt://` or `neo4j://` (with `+s` / `+ssc` for TLS) and may carry `user:password@`; without
@@ -358,25 +358,6 @@ class Neo4jStore:
         return f"{_redacted(self._url)} (database {self._database!r})"
 
     # --- writes --------------------------------------------------------------------------------------------------
-    def write_batch(self, batch: GraphBatch) -> None:
-        self._write_rows(batch.customers, batch.influences, batch.referrals, batch.events)
-
-    def upsert_customers(self, customers: Sequence[Customer]) -> int:
-        self._write_rows(customers, (), (), ())
-        return len(customers)
-
-    def add_influences(self, edges: Sequence[Influence]) -> int:
-        self._write_rows((), edges, (), ())
-        return len(edges)
-
-    def add_referrals(self, referrals: Sequence[Referral]) -> int:
-        self._write_rows((), (), referrals, ())
-        return len(referrals)
-
-    def add_events(self, events: Sequence[Event]) -> int:
-        self._write_rows((), (), (), events)
-        return len(events)
-
     def _write_rows(
         self,
         customers: Sequence[Customer],

@@ -40,11 +40,11 @@ from graph.model import (
     Event,
     EventKind,
     EventSummary,
-    GraphBatch,
     GraphStats,
     Influence,
     Referral,
 )
+from graph.store import RowWriter
 
 SCHEMA_VERSION = 1
 """Stored in `PRAGMA user_version`; bump it and add a step to `_MIGRATIONS` when the schema changes."""
@@ -284,7 +284,7 @@ def _referral_edge(row: Row) -> EdgeRecord:
     return EdgeRecord(row[0], row[1], EdgeType.REFERRED, row[2], 1.0, _EPOCH + timedelta(microseconds=row[3]))
 
 
-class SqliteStore:
+class SqliteStore(RowWriter):
     """The customer graph in one SQLite file; see the module docstring for the concurrency design."""
 
     _pid: int
@@ -488,25 +488,6 @@ class SqliteStore:
         return f"sqlite:///{self._path.as_posix()}"
 
     # --- writes ----------------------------------------------------------------------------------------------
-    def write_batch(self, batch: GraphBatch) -> None:
-        self._write_rows(batch.customers, batch.influences, batch.referrals, batch.events)
-
-    def upsert_customers(self, customers: Sequence[Customer]) -> int:
-        self._write_rows(customers, (), (), ())
-        return len(customers)
-
-    def add_influences(self, edges: Sequence[Influence]) -> int:
-        self._write_rows((), edges, (), ())
-        return len(edges)
-
-    def add_referrals(self, referrals: Sequence[Referral]) -> int:
-        self._write_rows((), (), referrals, ())
-        return len(referrals)
-
-    def add_events(self, events: Sequence[Event]) -> int:
-        self._write_rows((), (), (), events)
-        return len(events)
-
     def _write_rows(
         self,
         customers: Sequence[Customer],

@@ -106,3 +106,39 @@ class GraphStore(Protocol):
 
     def iter_scores(self, batch_size: int = 10_000) -> Iterator[CustomerScores]:
         """Every customer's latest scores, streamed in customer id order."""
+
+
+class RowWriter:
+    """The per-kind write methods expressed through one `_write_rows`, so every store has a single write path.
+
+    A store implements `_write_rows` as one transaction that checks references and writes all rows or none;
+    `write_batch`, `upsert_customers` and the `add_*` methods are then the same for every store.
+    """
+
+    def _write_rows(
+        self,
+        customers: Sequence[Customer],
+        influences: Sequence[Influence],
+        referrals: Sequence[Referral],
+        events: Sequence[Event],
+    ) -> None:
+        raise NotImplementedError
+
+    def write_batch(self, batch: GraphBatch) -> None:
+        self._write_rows(batch.customers, batch.influences, batch.referrals, batch.events)
+
+    def upsert_customers(self, customers: Sequence[Customer]) -> int:
+        self._write_rows(customers, (), (), ())
+        return len(customers)
+
+    def add_influences(self, edges: Sequence[Influence]) -> int:
+        self._write_rows((), edges, (), ())
+        return len(edges)
+
+    def add_referrals(self, referrals: Sequence[Referral]) -> int:
+        self._write_rows((), (), referrals, ())
+        return len(referrals)
+
+    def add_events(self, events: Sequence[Event]) -> int:
+        self._write_rows((), (), (), events)
+        return len(events)
