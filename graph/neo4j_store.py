@@ -459,7 +459,7 @@ class Neo4jStore(RowWriter):
         def work(tx: ManagedTransaction) -> ErasureReport:
             found = tx.run(cypher.ERASURE_FOOTPRINT, id=customer_id).single()
             if found is None:
-                raise NotFound(f"no customer {customer_id!r} in {self.describe()}")
+                raise NotFound(f"no customer {customer_id!r}")
             referred, influences = int(found["referred"]), int(found["influences"])
             events: dict[str, int] = {}
             for kind in found["event_kinds"]:
@@ -491,7 +491,7 @@ class Neo4jStore(RowWriter):
 
         row = self._read("read a customer", work)
         if row is None:
-            raise NotFound(f"no customer {customer_id!r} in {self.describe()}")
+            raise NotFound(f"no customer {customer_id!r}")
         return _customer_from(row)
 
     def existing_customer_ids(self, customer_ids: Iterable[str]) -> set[str]:
@@ -519,7 +519,7 @@ class Neo4jStore(RowWriter):
 
         row = self._read("read the run", work)
         if row is None:
-            raise NotFound(f"no analysis run {run_id!r} in {self.describe()}")
+            raise NotFound(f"no analysis run {run_id!r}")
         return _run_from(row)
 
     def list_runs(self, limit: int = 50) -> list[AnalysisRun]:

@@ -587,7 +587,7 @@ class SqliteStore(RowWriter):
     def erase_customer(self, customer_id: str) -> ErasureReport:
         def work(conn: _Connection) -> ErasureReport:
             if conn.execute("SELECT 1 FROM customers WHERE id = ?", (customer_id,)).fetchone() is None:
-                raise NotFound(f"no customer {customer_id!r} in {self.describe()}")
+                raise NotFound(f"no customer {customer_id!r}")
             key = (customer_id,)
             influences = conn.execute("DELETE FROM influences WHERE source_id = ?", key).rowcount
             influences += conn.execute("DELETE FROM influences WHERE target_id = ?", key).rowcount
@@ -646,17 +646,17 @@ class SqliteStore(RowWriter):
         self._run(work, write=True)
 
     # --- reads -----------------------------------------------------------------------------------------------
-    def get_customer(self, customer_id: str) -> Customer:
-        row = self._run(
-            lambda conn: conn.execute(
-                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?",  # noqa: S608 - constant columns
-                (customer_id,),
-            ).fetchone(),
-            write=False,
-            begin=False,
+    def _fetch_one(self, sql: str, key: str) -> Row | None:
+        """One row by primary key, read outside a write transaction."""
+        row: Row | None = self._run(
+            lambda conn: conn.execute(sql, (key,)).fetchone(), write=False, begin=False
         )
+        return row
+
+    def get_customer(self, customer_id: str) -> Customer:
+        row = self._fetch_one(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?", customer_id)  # noqa: S608 - constant columns
         if row is None:
-            raise NotFound(f"no customer {customer_id!r} in {self.describe()}")
+            raise NotFound(f"no customer {customer_id!r}")
         return _customer_from(row)
 
     def existing_customer_ids(self, customer_ids: Iterable[str]) -> set[str]:
@@ -674,27 +674,13 @@ class SqliteStore(RowWriter):
         return {row[0] for row in rows}
 
     def get_scores(self, customer_id: str) -> CustomerScores | None:
-        row = self._run(
-            lambda conn: conn.execute(
-                f"SELECT {_SCORE_COLUMNS} FROM scores WHERE customer_id = ?",  # noqa: S608 - constant columns
-                (customer_id,),
-            ).fetchone(),
-            write=False,
-            begin=False,
-        )
+        row = self._fetch_one(f"SELECT {_SCORE_COLUMNS} FROM scores WHERE customer_id = ?", customer_id)  # noqa: S608 - constant columns
         return None if row is None else _scores_from(row)
 
     def get_run(self, run_id: str) -> AnalysisRun:
-        row = self._run(
-            lambda conn: conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?",  # noqa: S608 - constant columns
-                (run_id,),
-            ).fetchone(),
-            write=False,
-            begin=False,
-        )
+        row = self._fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", run_id)  # noqa: S608 - constant columns
         if row is None:
-            raise NotFound(f"no analysis run {run_id!r} in {self.describe()}")
+            raise NotFound(f"no analysis run {run_id!r}")
         return _run_from(row)
 
     def list_runs(self, limit: int = 50) -> list[AnalysisRun]:

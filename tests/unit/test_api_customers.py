@@ -105,6 +105,12 @@ def test_get_of_an_unknown_customer_is_a_404_problem(client: TestClient) -> None
     assert_problem(client.get("/v1/customers/nobody"), 404, ":not-found")
 
 
+def test_a_404_problem_does_not_reveal_where_the_store_lives(client: TestClient) -> None:
+    detail = client.get("/v1/customers/nobody").json()["detail"]
+    assert "sqlite" not in detail
+    assert ".db" not in detail
+
+
 def test_put_creates_then_replaces_every_field(client: TestClient) -> None:
     created = client.put("/v1/customers/c-1", json={"id": "c-1", "name": "Cleo", "email": "cleo@example.com"})
     assert created.status_code == 200
