@@ -21,11 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from graph.errors import (
     AdvocacyError,
+    Forbidden,
     InvalidInput,
     LedgerConflict,
     NotFound,
     PolicyViolation,
     StoreUnavailable,
+    Unauthorized,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ _SLUGS: dict[type[AdvocacyError], str] = {
     PolicyViolation: "policy-violation",
     LedgerConflict: "ledger-conflict",
     StoreUnavailable: "store-unavailable",
+    Unauthorized: "unauthorized",
+    Forbidden: "forbidden",
 }
 
 

@@ -38,6 +38,29 @@ class CelerySettings(BaseModel):
     task_timeout_s: float = Field(default=600.0, gt=0)
 
 
+class ReferralSettings(BaseModel):
+    """Keys of the referral programme. Every default is for development only; production sets each one."""
+
+    click_hash_key: SecretStr = SecretStr("dev-only-click-hash-key")
+    """Keys the hash that replaces a visitor's IP address, so the raw address is never stored."""
+    webhook_secret: SecretStr = SecretStr("dev-only-webhook-secret")
+    """Signs inbound order and refund webhooks in our documented format (`X-Advocacy-Signature`)."""
+    shopify_secret: SecretStr | None = None
+    """Shopify's app secret for `X-Shopify-Hmac-Sha256`; the Shopify route is refused while it is unset."""
+    webhook_tolerance_s: int = Field(default=300, ge=1, le=86_400)
+    """How old a signed webhook may be: older ones are replays."""
+    click_cookie: str = "adv_click"
+    cookie_max_age_days: int = Field(default=30, ge=1, le=400)
+    default_campaign: str = "default"
+    fulfiller_url: str | None = None
+    """Where approved rewards are sent (signed JSON POST); without it they are fulfilled in our own ledger."""
+    fulfiller_secret: SecretStr = SecretStr("dev-only-fulfiller-secret")
+    fulfiller_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    fulfiller_attempts: int = Field(default=5, ge=1, le=50)
+    allow_private_urls: bool = False
+    """Let the fulfiller call loopback and private addresses (development only: it guards against SSRF)."""
+
+
 class Settings(BaseSettings):
     """`ADVOCACY_STORE` picks the store; nested groups use `__` (`ADVOCACY_NEO4J__DATABASE=crm`)."""
 
@@ -51,6 +74,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     celery: CelerySettings = CelerySettings()
+    referral: ReferralSettings = ReferralSettings()
     secret_key: SecretStr = SecretStr("dev-only-change-me")
 
     @property

@@ -56,6 +56,20 @@ class InvalidInput(AdvocacyError):
         return f"{self.detail}\n{shown}{more}"
 
 
+class Unauthorized(AdvocacyError):
+    """Missing, expired or forged credentials or signatures."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(AdvocacyError):
+    """Valid credentials that do not allow this action."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class PolicyViolation(AdvocacyError):
     status = 409
     title = "Refused by policy"
