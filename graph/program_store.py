@@ -188,7 +188,8 @@ class ProgramStore(Protocol):
         """Ordered by creation time, then id."""
 
     def ledger_entries(self, *, customer_id: str | None = None, reward_id: str | None = None) -> list[LedgerEntry]:
-        """In the order they were written."""
+        """Ordered by `at`, then by the position of `to_state` in `RewardState` (held, pending, approved,
+        fulfilled, reversed, rejected), then by id: the order they were written, in both stores."""
 
     def balances(self, customer_id: str) -> list[Balance]:
         """`graph.program.balances_from_entries` over the customer's entries."""
