@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from graph.errors import InvalidInput
-from graph.store import GraphStore
+from graph.program_store import Store
 
 NEO4J_SCHEMES = frozenset({"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"})
 
@@ -19,7 +19,7 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def open_store(url: str, *, database: str = "neo4j") -> GraphStore:
+def open_store(url: str, *, database: str = "neo4j") -> Store:
     """Open (and set up) the store named by `url`; raises `InvalidInput` or `StoreUnavailable` clearly."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()

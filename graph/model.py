@@ -22,9 +22,7 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 
 def _check_id(value: str) -> str:
     if not _ID_PATTERN.match(value):
-        raise ValueError(
-            "an id is 1-128 characters: letters, digits and . _ : @ + -, starting with a letter or digit"
-        )
+        raise ValueError("an id is 1-128 characters: letters, digits and . _ : @ + -, starting with a letter or digit")
     return value
 
 

@@ -19,8 +19,10 @@ Times go in as integer microseconds and come out the same way (see `graph.cypher
 conversion of `datetime` values costs about 100 us each, which would dominate both imports and exports.
 
 Erasure deletes the customer's node, edges and events in one transaction and adds to anonymous
-`(:ErasureCount)` nodes. Like SQLite's write-ahead log, Neo4j's transaction log keeps the deleted values until
-it is rotated (the bundled server keeps two log files); the live graph has none of them immediately.
+`(:ErasureCount)` nodes; the same transaction deletes their programme data and leaves their rewards, ledger
+entries and attributions under the tombstone `ERASED` (`graph.program_cypher.ERASE_PROGRAM`). Like SQLite's
+write-ahead log, Neo4j's transaction log keeps the deleted values until it is rotated (the bundled server keeps
+two log files); the live graph has none of them immediately.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -53,7 +55,7 @@ from neo4j.exceptions import (
     TransientError,
 )
 
-from graph import cypher
+from graph import cypher, program_cypher
 from graph.errors import AdvocacyError, InvalidInput, NotFound, StoreUnavailable
 from graph.factory import redact
 from graph.model import (
@@ -70,6 +72,9 @@ from graph.model import (
     Influence,
     Referral,
 )
+from graph.neo4j_program import EPOCH, Neo4jProgram, from_us, to_us
+from graph.program import FraudVerdict, scrub_text, scrub_verdict
+from graph.program_store import ERASED
 from graph.store import RowWriter
 
 T = TypeVar("T")
@@ -80,8 +85,7 @@ _CHUNK: Final = 10_000
 _SHOWN_MISSING: Final = 20
 _SUMMARY_PAGE = 10_000
 """Customers per page of `iter_event_summaries` (the protocol gives it no batch size)."""
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
+_EPOCH: Final = EPOCH
 _KINDS: Final = {kind.value: kind for kind in EventKind}
 _SCHEMA_RACES: Final = frozenset(
     {
@@ -92,17 +96,10 @@ _SCHEMA_RACES: Final = frozenset(
 )
 
 
-def _us(value: datetime | None) -> int | None:
-    """Microseconds since the epoch, the form times travel in (see `graph.cypher._datetime`)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:  # rows built without validation: naive means UTC, as in graph.model
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _MICROSECOND
-
-
-def _from_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
+_us = to_us
+_from_us = from_us
+_SCHEMA: Final = cypher.SCHEMA + program_cypher.PROGRAM_SCHEMA
+_SCHEMA_NAMES: Final = cypher.SCHEMA_NAMES + program_cypher.PROGRAM_SCHEMA_NAMES
 
 
 def _json(value: Any, what: str) -> str:
@@ -246,8 +243,24 @@ def translate(exc: Exception, where: str, doing: str) -> Exception:
     return exc
 
 
-class Neo4jStore(RowWriter):
-    """The customer graph in Neo4j 5; see the module docstring for transactions and `graph.cypher` for the model.
+def _scrub_mentions(tx: ManagedTransaction, customer_id: str) -> None:
+    """Rewrite fraud details and review notes of other people's conversions that name the erased person."""
+    rows = []
+    for record in tx.run(program_cypher.CONVERSIONS_MENTIONING, id=customer_id):
+        verdict_json, note = record["verdict_json"], record["review_note"]
+        if verdict_json is not None:
+            verdict = scrub_verdict(FraudVerdict.model_validate_json(verdict_json), customer_id, ERASED)
+            verdict_json = verdict.model_dump_json()
+        if note is not None:
+            note = scrub_text(note, customer_id, ERASED)
+        rows.append({"order_id": record["order_id"], "verdict_json": verdict_json, "review_note": note})
+    if rows:
+        tx.run(program_cypher.REWRITE_CONVERSION_TEXT, rows=rows).consume()
+
+
+class Neo4jStore(Neo4jProgram, RowWriter):
+    """The customer graph and the referral programme in Neo4j 5; see the module docstring for transactions,
+    `graph.cypher` and `graph.program_cypher` for the model.
 
     `url` is `bolt://` or `neo4j://` (with `+s` / `+ssc` for TLS) and may carry `user:password@`; without
     credentials (and no `auth`) the driver connects without authentication.
@@ -331,17 +344,17 @@ class Neo4jStore(RowWriter):
         A store is opened often (each CLI command, each test), so the usual case costs one round trip.
         """
         online = self._driver.execute_query(
-            cypher.ONLINE_INDEXES, {"names": list(cypher.SCHEMA_NAMES)}, database_=self._database
+            cypher.ONLINE_INDEXES, {"names": list(_SCHEMA_NAMES)}, database_=self._database
         ).records
-        if len(online) == len(cypher.SCHEMA_NAMES):
+        if len(online) == len(_SCHEMA_NAMES):
             return
-        for statement in cypher.SCHEMA:
+        for statement in _SCHEMA:
             try:
                 self._driver.execute_query(statement, database_=self._database)
             except ClientError as exc:  # another process created the same rule at the same moment
                 if exc.code not in _SCHEMA_RACES:
                     raise
-        for name in cypher.SCHEMA_NAMES:
+        for name in _SCHEMA_NAMES:
             self._driver.execute_query(cypher.AWAIT_INDEX, {"name": name, "timeout_s": 300}, database_=self._database)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -464,6 +477,8 @@ class Neo4jStore(RowWriter):
             events: dict[str, int] = {}
             for kind in found["event_kinds"]:
                 events[kind] = events.get(kind, 0) + 1
+            tx.run(program_cypher.ERASE_PROGRAM, id=customer_id, erased=ERASED).consume()
+            _scrub_mentions(tx, customer_id)
             tx.run(cypher.ERASE_CUSTOMER, id=customer_id).consume()
             tally = [
                 {"key": "customers", "n": 1},
@@ -482,6 +497,7 @@ class Neo4jStore(RowWriter):
         self._check_open()
         with self._errors("delete everything"), self._driver.session(database=self._database) as session:
             session.run(cypher.DELETE_ALL).consume()
+            session.run(program_cypher.DELETE_PROGRAM).consume()
 
     # --- reads -----------------------------------------------------------------------------------------------------
     def get_customer(self, customer_id: str) -> Customer:

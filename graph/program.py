@@ -581,3 +581,43 @@ def balances_from_entries(entries: Iterable[LedgerEntry]) -> list[Balance]:
         Balance(customer_id=customer_id, currency=currency, by_state=states)
         for (customer_id, currency), states in sorted(totals.items())
     ]
+
+
+def _id_pattern(customer_id: str) -> re.Pattern[str]:
+    """The id as a whole token: `c1` must not match inside `c10` or `abc1`."""
+    return re.compile(rf"(?<![A-Za-z0-9._:@+-]){re.escape(customer_id)}(?![A-Za-z0-9._:@+-])")
+
+
+def scrub_text(text: str, customer_id: str, tombstone: str) -> str:
+    """`text` with every whole-token mention of `customer_id` replaced by `tombstone`."""
+    return _id_pattern(customer_id).sub(tombstone, text)
+
+
+def scrub_verdict(verdict: FraudVerdict, customer_id: str, tombstone: str) -> FraudVerdict:
+    signals = tuple(
+        s.model_copy(update={"detail": scrub_text(s.detail, customer_id, tombstone)}) for s in verdict.signals
+    )
+    return verdict.model_copy(update={"signals": signals})
+
+
+def scrub_conversion(conversion: Conversion, customer_id: str, tombstone: str) -> Conversion:
+    """The conversion with every mention of `customer_id` replaced by `tombstone`.
+
+    Fraud details name the accounts they saw ("shares a device with c123"), so erasing a person must rewrite
+    other people's conversions too, not only delete the person's own records.
+
+    >>> from datetime import UTC, datetime
+    >>> v = FraudVerdict(action=FraudAction.HOLD, score=1, signals=(
+    ...     FraudSignal(rule="r", weight=1, detail="c1 shares a device with c10"),))
+    >>> o = Order(id="o", customer_id="c10", amount_minor=1, currency="EUR", at=datetime(2024, 1, 1, tzinfo=UTC))
+    >>> scrub_conversion(Conversion(order=o, verdict=v), "c1", "erased").verdict.signals[0].detail
+    'erased shares a device with c10'
+    """
+    update: dict[str, object] = {}
+    if conversion.verdict is not None:
+        update["verdict"] = scrub_verdict(conversion.verdict, customer_id, tombstone)
+    if conversion.review_note:
+        update["review_note"] = scrub_text(conversion.review_note, customer_id, tombstone)
+    if conversion.attribution is not None and conversion.attribution.referrer_id == customer_id:
+        update["attribution"] = conversion.attribution.model_copy(update={"referrer_id": tombstone})
+    return conversion.model_copy(update=update)

@@ -137,7 +137,8 @@ class ProgramStore(Protocol):
         new becomes a `Reward` (created_at = updated_at = at) with its first `LedgerEntry` (None -> grant.state),
         and a grant whose id exists is left alone. For `attributed` and `held` the `REFERRED` edge
         referrer -> friend becomes `converted` (created if absent, with the attribution's code and touch time);
-        for `rejected` an existing edge becomes `reversed`; a referrer equal to the friend never gets an edge.
+        for `rejected` an existing edge becomes `reversed` unless the friend has another live (attributed or held)
+        conversion through the same referrer; a referrer equal to the friend never gets an edge.
         """
 
     def record_refund(self, refund: Refund, *, at: datetime) -> Conversion:
@@ -160,7 +161,8 @@ class ProgramStore(Protocol):
         """Decide a `held` conversion (`LedgerConflict` if it is not held, `NotFound` if unknown).
 
         Approve: the conversion becomes `attributed` and its held rewards `pending` with `approve_after`.
-        Reject: it becomes `rejected`, its held rewards `rejected`, its `REFERRED` edge `reversed`.
+        Reject: it becomes `rejected`, its held rewards `rejected`, and its `REFERRED` edge `reversed` unless the
+        friend has another live conversion through the same referrer.
         """
 
     # --- rewards and the ledger ----------------------------------------------------------------------------

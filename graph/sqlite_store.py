@@ -11,6 +11,8 @@ Streaming exports open a dedicated connection for the life of the iterator: one 
 iterator may be advanced from any thread (Starlette streams sync iterators through its threadpool).
 
 Times are stored as integer microseconds since the Unix epoch (UTC): exact, compact, and ordered for `MAX`.
+
+The referral programme (`ProgramStore`) lives in the same file; its methods are `graph.sqlite_program.SqliteProgram`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,9 +46,10 @@ from graph.model import (
     Influence,
     Referral,
 )
+from graph.sqlite_program import _EPOCH, PROGRAM_TABLES, SCHEMA_V2, SqliteProgram, _from_us, _opt_us, _to_us
 from graph.store import RowWriter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Stored in `PRAGMA user_version`; bump it and add a step to `_MIGRATIONS` when the schema changes."""
 
 _SCHEMA_V1 = (
@@ -115,7 +118,7 @@ _SCHEMA_V1 = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2}
 """Statements that bring a file from version n-1 to version n."""
 
 _UPSERT_CUSTOMER = """
@@ -164,9 +167,6 @@ _CUSTOMER_COLUMNS = "id, name, email, phone, locale, timezone, consent, attribut
 _SCORE_COLUMNS = "customer_id, run_id, segment, explanation, scores, community"
 _RUN_COLUMNS = "id, started_at_us, finished_at_us, status, params, timings, summary"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
 # Primary result codes (the low byte of an extended code), see https://sqlite.org/rescode.html.
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
@@ -183,18 +183,6 @@ Row = tuple[Any, ...]
 
 class _Connection(sqlite3.Connection):
     """A plain connection that can be weakly referenced, so `close()` reaches every thread's connection."""
-
-
-def _to_us(value: datetime) -> int:
-    return (value - _EPOCH) // _MICROSECOND
-
-
-def _opt_us(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _MICROSECOND
-
-
-def _from_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
 def _json(value: Any, what: str) -> str:
@@ -284,8 +272,8 @@ def _referral_edge(row: Row) -> EdgeRecord:
     return EdgeRecord(row[0], row[1], EdgeType.REFERRED, row[2], 1.0, _EPOCH + timedelta(microseconds=row[3]))
 
 
-class SqliteStore(RowWriter):
-    """The customer graph in one SQLite file; see the module docstring for the concurrency design."""
+class SqliteStore(SqliteProgram, RowWriter):
+    """The customer graph and the referral programme in one SQLite file; see the module docstring."""
 
     _pid: int
     _local: threading.local
@@ -591,6 +579,7 @@ class SqliteStore(RowWriter):
             key = (customer_id,)
             influences = conn.execute("DELETE FROM influences WHERE source_id = ?", key).rowcount
             influences += conn.execute("DELETE FROM influences WHERE target_id = ?", key).rowcount
+            self._erase_program_data(conn, customer_id)
             referrals = conn.execute("DELETE FROM referrals WHERE referrer_id = ?", key).rowcount
             referrals += conn.execute("DELETE FROM referrals WHERE friend_id = ?", key).rowcount
             event_counts: list[tuple[str, int]] = conn.execute(
@@ -640,7 +629,8 @@ class SqliteStore(RowWriter):
 
     def delete_all(self) -> None:
         def work(conn: _Connection) -> None:
-            for table in ("scores", "events", "referrals", "influences", "customers", "runs", "erasure_tally"):
+            graph_tables = ("scores", "events", "referrals", "influences", "customers", "runs", "erasure_tally")
+            for table in (*PROGRAM_TABLES, *graph_tables):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - table names are constants
 
         self._run(work, write=True)
@@ -648,9 +638,7 @@ class SqliteStore(RowWriter):
     # --- reads -----------------------------------------------------------------------------------------------
     def _fetch_one(self, sql: str, key: str) -> Row | None:
         """One row by primary key, read outside a write transaction."""
-        row: Row | None = self._run(
-            lambda conn: conn.execute(sql, (key,)).fetchone(), write=False, begin=False
-        )
+        row: Row | None = self._run(lambda conn: conn.execute(sql, (key,)).fetchone(), write=False, begin=False)
         return row
 
     def get_customer(self, customer_id: str) -> Customer:

@@ -1,43 +1,52 @@
 """The one `store` fixture every contract test runs against: the SQLite file and the real Neo4j.
 
 Neo4j is never skipped silently: when it is down, its half of the suite fails and says how to start it or
-deselect it.
+deselect it. The programme helpers below set up a referrer, a friend, a campaign and a code, and settle
+conversions through a recording `plan`, so each programme test states only what it is about.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from graph.errors import StoreUnavailable
+from graph.model import Customer, EdgeType
+from graph.program import (
+    Attribution,
+    Campaign,
+    Conversion,
+    ConversionStatus,
+    FraudAction,
+    FraudSignal,
+    FraudVerdict,
+    Order,
+    ReferralCode,
+    RewardGrant,
+    RewardHistory,
+    RewardKind,
+    RewardSide,
+    RewardState,
+    Settlement,
+)
+from graph.program_store import Store
 from graph.sqlite_store import SqliteStore
 from graph.store import GraphStore
-
-NEO4J_URL = os.environ.get("ADVOCACY_TEST_NEO4J_URL", "bolt://127.0.0.1:7687")
-
-
-def open_neo4j() -> GraphStore:
-    from graph.neo4j_store import Neo4jStore
-
-    try:
-        return Neo4jStore(NEO4J_URL, database="neo4j")
-    except StoreUnavailable as exc:
-        pytest.fail(
-            f"Neo4j is not reachable at {NEO4J_URL}: {exc}\n"
-            "run `make neo4j-up` (or set ADVOCACY_TEST_NEO4J_URL), or deselect these tests with -m 'not neo4j'",
-            pytrace=False,
-        )
+from tests.factories import BASE_TIME, make_customer
+from tests.neo4j_support import NEO4J_URL, open_neo4j
+from tests.program_factories import make_attribution, make_campaign, make_code, make_order
 
 
 @pytest.fixture(params=["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
-        opened: GraphStore = SqliteStore(tmp_path / "contract.db")
+        opened: Store = SqliteStore(tmp_path / "contract.db")
     else:
         opened = open_neo4j()
         opened.delete_all()
@@ -96,3 +105,141 @@ def _find_in_neo4j(needles: list[str]) -> list[str]:
             records, _, _ = driver.execute_query(query, needles=needles, database_="neo4j")
             found.extend(f"{record['names']}.{record['key']}: {record['text']}" for record in records)
     return found
+
+
+# --- the referral programme ------------------------------------------------------------------------------------
+SETTLED_AT = BASE_TIME + timedelta(days=1, hours=1)
+"""When the helpers settle a conversion: an hour after `make_order`'s default order time."""
+APPROVE_AFTER = SETTLED_AT + timedelta(days=14)
+REVIEW_DEADLINE = SETTLED_AT + timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A campaign, a referrer with one code in it, and a friend, all stored."""
+
+    campaign: Campaign
+    referrer: Customer
+    friend: Customer
+    code: ReferralCode
+
+
+def set_scene(store: Store, **campaign_overrides: Any) -> Scene:
+    referrer, friend = make_customer(), make_customer()
+    store.upsert_customers([referrer, friend])
+    campaign = make_campaign(**campaign_overrides)
+    store.save_campaign(campaign)
+    code = store.create_code(make_code(referrer, campaign))
+    return Scene(campaign=campaign, referrer=referrer, friend=friend, code=code)
+
+
+def add_friend(store: Store, **overrides: Any) -> Customer:
+    friend = make_customer(**overrides)
+    store.upsert_customers([friend])
+    return friend
+
+
+class RecordingPlan:
+    """A pure plan returning a fixed settlement and remembering each history it was given."""
+
+    def __init__(self, settlement: Settlement) -> None:
+        self.settlement = settlement
+        self.histories: list[RewardHistory] = []
+
+    def __call__(self, history: RewardHistory) -> Settlement:
+        self.histories.append(history)
+        return self.settlement
+
+
+def make_grant(
+    order: Order,
+    customer_id: str,
+    campaign_id: str,
+    *,
+    rule_id: str = "referrer-credit",
+    side: RewardSide = RewardSide.REFERRER,
+    amount_minor: int = 1000,
+    state: RewardState = RewardState.PENDING,
+    **overrides: Any,
+) -> RewardGrant:
+    fields: dict[str, Any] = {
+        "id": f"{order.id}:{rule_id}",
+        "customer_id": customer_id,
+        "campaign_id": campaign_id,
+        "rule_id": rule_id,
+        "side": side,
+        "kind": RewardKind.CREDIT if side is RewardSide.REFERRER else RewardKind.DISCOUNT,
+        "amount_minor": amount_minor,
+        "currency": order.currency,
+        "description": f"{rule_id} for {order.id}",
+        "conversion_id": order.id,
+        "state": state,
+        "approve_after": APPROVE_AFTER,
+        "review_deadline": REVIEW_DEADLINE if state is RewardState.HELD else None,
+    }
+    fields.update(overrides)
+    return RewardGrant(**fields)
+
+
+def double_sided_grants(
+    order: Order, attribution: Attribution, *, state: RewardState = RewardState.PENDING
+) -> tuple[RewardGrant, RewardGrant]:
+    """A 1000 credit for the referrer and a 500 discount for the friend."""
+    return (
+        make_grant(order, attribution.referrer_id, attribution.campaign_id, state=state),
+        make_grant(
+            order,
+            order.customer_id,
+            attribution.campaign_id,
+            rule_id="friend-discount",
+            side=RewardSide.FRIEND,
+            amount_minor=500,
+            state=state,
+        ),
+    )
+
+
+HOLD_VERDICT = FraudVerdict(
+    action=FraudAction.HOLD,
+    score=1.5,
+    signals=(FraudSignal(rule="shared_device", weight=1.5, detail="the friend's device is the referrer's"),),
+)
+REJECT_VERDICT = HOLD_VERDICT.model_copy(update={"action": FraudAction.REJECT})
+
+
+def settlement_for(
+    order: Order, attribution: Attribution | None, status: ConversionStatus = ConversionStatus.ATTRIBUTED
+) -> Settlement:
+    """What the rules would decide: rewards on both sides, held while the conversion is held."""
+    if status is ConversionStatus.REJECTED:
+        return Settlement(status=status, attribution=attribution, verdict=REJECT_VERDICT)
+    if attribution is None or status is ConversionStatus.UNATTRIBUTED:
+        return Settlement(status=status, attribution=attribution)
+    held = status is ConversionStatus.HELD
+    state = RewardState.HELD if held else RewardState.PENDING
+    verdict = HOLD_VERDICT if held else FraudVerdict(action=FraudAction.ALLOW, score=0.0)
+    grants = double_sided_grants(order, attribution, state=state)
+    return Settlement(status=status, attribution=attribution, verdict=verdict, grants=grants)
+
+
+def convert(
+    store: Store,
+    scene: Scene,
+    *,
+    friend: Customer | None = None,
+    code: ReferralCode | None = None,
+    status: ConversionStatus = ConversionStatus.ATTRIBUTED,
+    settled_at: datetime = SETTLED_AT,
+    **order_overrides: Any,
+) -> Conversion:
+    """Record an order of `friend` (the scene's by default) and settle it through `code` with `status`."""
+    order = make_order(friend or scene.friend, **order_overrides)
+    store.record_order(order)
+    attribution = None if status is ConversionStatus.UNATTRIBUTED else make_attribution(code or scene.code)
+    plan = RecordingPlan(settlement_for(order, attribution, status))
+    return store.settle_conversion(order.id, attribution, plan, at=settled_at)
+
+
+def referred_edges(store: Store) -> dict[tuple[str, str], str]:
+    """(referrer, friend) -> status of every `REFERRED` edge."""
+    return {(e.source, e.target): e.label for e in store.iter_edges(EdgeType.REFERRED)}

@@ -18,7 +18,6 @@ from graph.model import (
 )
 from graph.sqlite_store import SqliteStore
 from graph.store import GraphStore
-from tests.contract.conftest import NEO4J_URL
 from tests.factories import (
     BASE_TIME,
     make_customer,
@@ -28,6 +27,7 @@ from tests.factories import (
     make_run,
     make_scores,
 )
+from tests.neo4j_support import NEO4J_URL
 
 EMPTY = GraphStats(customers=0, edges={EdgeType.REFERRED.value: 0, EdgeType.INFLUENCES.value: 0})
 

@@ -7,7 +7,6 @@ The shared behaviour of every store is in `tests/contract/`; these tests need th
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -23,27 +22,16 @@ from graph.errors import InvalidInput, NotFound, StoreUnavailable
 from graph.model import Customer, Event, EventKind, GraphBatch, Influence, InfluenceKind
 from graph.neo4j_store import Neo4jStore, translate
 from tests.factories import BASE_TIME, make_customer, make_event, make_influence, make_scores
+from tests.neo4j_support import NEO4J_URL, open_neo4j, query
 
 pytestmark = pytest.mark.neo4j
 
-NEO4J_URL = os.environ.get("ADVOCACY_TEST_NEO4J_URL", "bolt://127.0.0.1:7687")
 INJECTION = "x'}) DETACH DELETE n //"
-
-
-def _open() -> Neo4jStore:
-    try:
-        return Neo4jStore(NEO4J_URL)
-    except StoreUnavailable as exc:
-        pytest.fail(
-            f"Neo4j is not reachable at {NEO4J_URL}: {exc}\n"
-            "run `bash scripts/neo4j-up.sh` (or set ADVOCACY_TEST_NEO4J_URL), or deselect with -m 'not neo4j'",
-            pytrace=False,
-        )
 
 
 @pytest.fixture
 def store() -> Iterator[Neo4jStore]:
-    opened = _open()
+    opened = open_neo4j()
     opened.delete_all()
     try:
         yield opened
@@ -56,11 +44,6 @@ def driver() -> Iterator[Driver]:
     """A raw driver, to look at the graph behind the store's back as a marketer would."""
     with GraphDatabase.driver(NEO4J_URL) as raw:
         yield raw
-
-
-def _query(driver: Driver, query: str, **params: Any) -> list[dict[str, Any]]:
-    records, _, _ = driver.execute_query(query, params, database_="neo4j")
-    return [record.data() for record in records]
 
 
 def _free_port() -> int:
@@ -143,7 +126,7 @@ def test_driver_errors_become_store_errors() -> None:
 
 
 def test_a_closed_store_refuses_work_clearly() -> None:
-    opened = _open()
+    opened = open_neo4j()
     opened.close()
 
     with pytest.raises(StoreUnavailable, match="has been closed"):
@@ -154,18 +137,18 @@ def test_a_closed_store_refuses_work_clearly() -> None:
 
 # --- schema -----------------------------------------------------------------------------------------------------
 def test_constraints_exist_after_open_and_reopening_changes_nothing(driver: Driver) -> None:
-    _open().close()
-    before = _query(driver, cypher.SHOW_CONSTRAINTS)
+    open_neo4j().close()
+    before = query(driver, cypher.SHOW_CONSTRAINTS)
 
     for _ in range(2):
-        _open().close()
+        open_neo4j().close()
 
-    after = _query(driver, cypher.SHOW_CONSTRAINTS)
+    after = query(driver, cypher.SHOW_CONSTRAINTS)
     assert sorted(map(str, after)) == sorted(map(str, before))
     unique = {(tuple(row["labelsOrTypes"]), tuple(row["properties"])) for row in after}
     for label, prop in [("Customer", "id"), ("Event", "id"), ("AnalysisRun", "id"), ("ErasureCount", "key")]:
         assert ((label,), (prop,)) in unique
-    online = _query(driver, cypher.ONLINE_INDEXES, names=list(cypher.SCHEMA_NAMES))
+    online = query(driver, cypher.ONLINE_INDEXES, names=list(cypher.SCHEMA_NAMES))
     assert sorted(row["name"] for row in online) == sorted(cypher.SCHEMA_NAMES)
 
 
@@ -173,7 +156,7 @@ def test_the_unique_constraint_is_enforced_by_the_server(store: Neo4jStore, driv
     store.upsert_customers([make_customer(id="only-once")])
 
     with pytest.raises(ConstraintError):
-        _query(driver, "CREATE (:Customer {id: 'only-once'})")
+        query(driver, "CREATE (:Customer {id: 'only-once'})")
 
 
 # --- big transactions -------------------------------------------------------------------------------------------
@@ -250,7 +233,7 @@ def test_injection_looking_text_is_stored_verbatim_and_deletes_nothing(store: Ne
 
     stats = store.stats()
     assert (stats.customers, stats.edges["INFLUENCES"], stats.events) == (2, 1, {"purchase": 1})
-    assert _query(driver, "MATCH (e:Event) RETURN e.id AS id, e.attributes_json AS a") == [
+    assert query(driver, "MATCH (e:Event) RETURN e.id AS id, e.attributes_json AS a") == [
         {"id": INJECTION, "a": '{"note":"x\'}) DETACH DELETE n //"}'}
     ]
 
@@ -262,7 +245,7 @@ def test_scores_and_segments_sit_on_the_customer_node_for_cypher(store: Neo4jSto
     store.write_scores([make_scores(ann, segment="influencer", scores={"pagerank": 0.9, "reach": 3.0}, community=7)])
     store.write_scores([make_scores(ann, segment="advocate", scores={"pagerank": 0.4}, community=2)])
 
-    rows = _query(
+    rows = query(
         driver,
         "MATCH (c:Customer) WHERE c.segment = 'advocate' "
         "RETURN c.id AS id, c.score_pagerank AS pagerank, c.score_reach AS reach, c.community AS community",
@@ -278,7 +261,7 @@ def test_events_hang_off_customers_and_are_not_counted_as_edges(store: Neo4jStor
         GraphBatch(customers=[ann, ben], influences=[make_influence(ann, ben)], events=[make_event(ann, id="o-1")])
     )
 
-    rows = _query(driver, "MATCH (c:Customer)-[:PERFORMED]->(e:Event) RETURN c.id AS c, e.id AS e, e.kind AS kind")
+    rows = query(driver, "MATCH (c:Customer)-[:PERFORMED]->(e:Event) RETURN c.id AS c, e.id AS e, e.kind AS kind")
     assert rows == [{"c": "ann", "e": "o-1", "kind": "purchase"}]
     assert store.stats().edges == {"REFERRED": 0, "INFLUENCES": 1}
 
@@ -287,7 +270,7 @@ def test_times_are_neo4j_datetimes_in_utc(store: Neo4jStore, driver: Driver) -> 
     ann = make_customer(id="ann")
     store.upsert_customers([ann])
 
-    rows = _query(driver, "MATCH (c:Customer {id: 'ann'}) RETURN c.created_at AS at")
+    rows = query(driver, "MATCH (c:Customer {id: 'ann'}) RETURN c.created_at AS at")
     assert rows[0]["at"].to_native() == ann.created_at
     assert rows[0]["at"].utcoffset().total_seconds() == 0
 
