@@ -46,9 +46,7 @@ def fingerprint(cg: CascadeGraph) -> str:
     return digest.hexdigest()[:32]
 
 
-def cascade_graph_of(
-    store: GraphStore, *, model: str, p: float, weight: str | None
-) -> tuple[CascadeGraph, str]:
+def cascade_graph_of(store: GraphStore, *, model: str, p: float, weight: str | None) -> tuple[CascadeGraph, str]:
     """The cascade graph of the store's influence edges, and its fingerprint."""
     graphs = export_graphs(store, referrals=False, events=False)
     cg = CascadeGraph.from_networkx(graphs.influence, model=model, p=p, weight=weight)  # type: ignore[arg-type]

@@ -50,6 +50,9 @@ class ReferralSettings(BaseModel):
     webhook_tolerance_s: int = Field(default=300, ge=1, le=86_400)
     """How old a signed webhook may be: older ones are replays."""
     click_cookie: str = "adv_click"
+    """Carries the id of the last attributable click, for the friend's signup or order."""
+    visitor_cookie: str = "adv_visitor"
+    """A long-lived random id per browser, so repeated clicks by one person count as one visitor."""
     cookie_max_age_days: int = Field(default=30, ge=1, le=400)
     default_campaign: str = "default"
     fulfiller_url: str | None = None
