@@ -30,6 +30,14 @@ TAGS = [
     {"name": "graph", "description": "The network as a whole: counts, bulk import, a sample to draw."},
     {"name": "analysis", "description": "Records of the analyses that segment and score customers."},
     {"name": "targets", "description": "Whom to ask (influence maximisation) and what asking them would bring."},
+    {"name": "campaigns", "description": "Referral programmes: the friend's offer, attribution and reward rules."},
+    {"name": "codes", "description": "Advocates' referral codes: issue, vanity codes, pause, resume, revoke, rotate."},
+    {"name": "conversions", "description": "Signups, orders and refunds, and what the engine decided about each."},
+    {"name": "webhooks", "description": "Signed inbound events: our JSON envelope and Shopify's order webhooks."},
+    {"name": "rewards", "description": "Rewards and their ledger: pending, approved, fulfilled, reversed."},
+    {"name": "fraud", "description": "Held conversions awaiting review, and codes that look leaked."},
+    {"name": "metrics", "description": "Participation, k-factor, cost per acquired customer, and multi-hop cascades."},
+    {"name": "public", "description": "Links and pages a friend sees: `/r/{code}` and the landing page."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from engine.settings import Settings, get_settings
 from graph.errors import AdvocacyError
 from graph.factory import open_store
-from graph.store import GraphStore
+from graph.program_store import Store
 
 err_console = Console(stderr=True)
 
@@ -30,7 +30,7 @@ def settings_from_context(ctx: typer.Context) -> Settings:
 
 
 @contextmanager
-def store_from_context(ctx: typer.Context) -> Iterator[GraphStore]:
+def store_from_context(ctx: typer.Context) -> Iterator[Store]:
     """Open the configured store for one command and close it afterwards, whatever happens."""
     settings = settings_from_context(ctx)
     store = open_store(settings.store, database=settings.neo4j.database)

@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from engine.fulfilment import Fulfiller, make_fulfiller
+from engine.referrals import ReferralService
 from engine.settings import Settings
 from graph.errors import StoreUnavailable
 from graph.factory import open_store, redact
-from graph.store import GraphStore
+from graph.model import utcnow
+from graph.program_store import Store
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ class StoreHolder:
         self._url = settings.store
         self._database = settings.neo4j.database
         self._lock = threading.Lock()
-        self._store: GraphStore | None = None
+        self._store: Store | None = None
         self._closed = False
         self._failed_at = -1e9
         self._failure: StoreUnavailable | None = None
@@ -41,7 +46,7 @@ class StoreHolder:
         """The store's URL without its password, for messages."""
         return redact(self._url)
 
-    def get(self) -> GraphStore:
+    def get(self) -> Store:
         """The open store; raises `StoreUnavailable` (503) while it cannot be opened."""
         store = self._store
         if store is not None:
@@ -53,7 +58,7 @@ class StoreHolder:
                 self._store = self._open()
             return self._store
 
-    def _open(self) -> GraphStore:
+    def _open(self) -> Store:
         """Open the store, but not more than once per back-off period after a failure (no connect storms)."""
         if self._failure is not None and time.monotonic() - self._failed_at < self.RETRY_BACKOFF_S:
             raise self._failure
@@ -94,7 +99,7 @@ def get_holder(request: Request) -> StoreHolder:
     return holder
 
 
-def get_store(holder: Annotated[StoreHolder, Depends(get_holder)]) -> GraphStore:
+def get_store(holder: Annotated[StoreHolder, Depends(get_holder)]) -> Store:
     return holder.get()
 
 
@@ -103,6 +108,36 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
+Clock = Callable[[], datetime]
+
+
+def get_clock() -> Clock:
+    """The time the referral programme sees; tests replace it with `app.dependency_overrides[get_clock]`."""
+    return utcnow
+
+
 HolderDep = Annotated[StoreHolder, Depends(get_holder)]
-StoreDep = Annotated[GraphStore, Depends(get_store)]
+StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+def get_service(store: StoreDep, settings: SettingsDep, clock: ClockDep) -> ReferralService:
+    """One service per request: it holds nothing beyond the app's store and settings, so building it is free."""
+    return ReferralService(store, settings.referral, clock=clock)
+
+
+def get_fulfiller(settings: SettingsDep) -> Fulfiller:
+    """Built only for a payout run: a webhook fulfiller resolves and checks the merchant's host when it is built."""
+    return make_fulfiller(settings.referral)
+
+
+def get_paying_service(
+    store: StoreDep, settings: SettingsDep, clock: ClockDep, fulfiller: Annotated[Fulfiller, Depends(get_fulfiller)]
+) -> ReferralService:
+    return ReferralService(store, settings.referral, clock=clock, fulfiller=fulfiller)
+
+
+ServiceDep = Annotated[ReferralService, Depends(get_service)]
+PayingServiceDep = Annotated[ReferralService, Depends(get_paying_service)]
+"""The service with the configured fulfiller, for the route that pays rewards out."""

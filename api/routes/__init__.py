@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import analysis, customers, graph, health, pages, targets
+from api.routes import (
+    analysis,
+    conversions,
+    customers,
+    graph,
+    health,
+    pages,
+    program_metrics,
+    referrals,
+    rewards,
+    targets,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -13,5 +24,13 @@ ROUTERS: tuple[APIRouter, ...] = (
     graph.router,
     analysis.router,
     targets.router,
+    referrals.router,
+    conversions.router,
+    rewards.router,
+    program_metrics.router,
+    conversions.webhook_router,
+    referrals.public_router,
     pages.router,
 )
+"""Marketer routers first; `conversions.webhook_router` authenticates by signature and `referrals.public_router`
+serves friends' browsers, so neither takes the marketer guard a later issue adds."""
