@@ -36,37 +36,78 @@ def celery_settings(redis_url: str) -> Settings:
     return Settings(redis=RedisSettings(url=redis_url))
 
 
-@pytest.fixture
-def celery_worker(redis_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` process (prefork, 2 processes) on the test Redis; stopped after the test."""
+def start_worker(
+    redis_url: str, log_path: Path, *, concurrency: int = 2, name: str = "test"
+) -> subprocess.Popen[bytes]:
+    """Start a real `celery worker` process (prefork) on the test Redis and wait until it answers a ping."""
     env = {**os.environ, "ADVOCACY_REDIS__URL": redis_url, "PYTHONUNBUFFERED": "1"}
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "engine.celery_app", "worker", "--concurrency", "2",
-         "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-         "-n", f"test-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "engine.celery_app",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"{name}-{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     from engine.celery_app import make_celery
 
     app = make_celery(Settings(redis=RedisSettings(url=redis_url)))
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"celery worker exited with {proc.returncode}:\n{(tmp_path / 'worker.log').read_text()}")
-        if app.control.ping(timeout=1.0):
-            break
-    else:
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"celery worker exited with {proc.returncode}:\n{log_path.read_text()}")
+            replies = app.control.ping(timeout=1.0) or []
+            if any(f"{name}-{os.getpid()}@" in next(iter(reply)) for reply in replies):
+                return proc
         proc.kill()
-        pytest.fail(f"celery worker did not answer within 90 s:\n{(tmp_path / 'worker.log').read_text()}")
+        pytest.fail(f"celery worker did not answer within 90 s:\n{log_path.read_text()}")
+    finally:
+        app.close()
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def celery_worker(redis_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` process (prefork, 2 processes) on the test Redis; stopped after the test."""
+    proc = start_worker(redis_url, tmp_path / "worker.log")
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        app.close()
+        stop_worker(proc)
+
+
+@pytest.fixture
+def celery_workers(redis_url: str, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Two real worker processes with two prefork children each: four tasks run at once, racing."""
+    procs = [start_worker(redis_url, tmp_path / f"worker{n}.log", name=f"race{n}") for n in range(2)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            stop_worker(proc)
