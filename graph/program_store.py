@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Final, Protocol, runtime_checkable
 
+from graph.outreach_store import OutreachStore
 from graph.program import (
     Attribution,
     Balance,
@@ -211,5 +212,5 @@ class ProgramStore(Protocol):
 
 
 @runtime_checkable
-class Store(GraphStore, ProgramStore, Protocol):
-    """What the engine's services take: the customer graph and the programme, in one store."""
+class Store(GraphStore, ProgramStore, OutreachStore, Protocol):
+    """What the engine's services take: the customer graph, the programme and the outreach, in one store."""
