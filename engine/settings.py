@@ -7,6 +7,8 @@ from functools import lru_cache
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.contact_policy import ContactPolicy
+
 
 class Neo4jSettings(BaseModel):
     database: str = "neo4j"
@@ -64,6 +66,31 @@ class ReferralSettings(BaseModel):
     """Let the fulfiller call loopback and private addresses (development only: it guards against SSRF)."""
 
 
+class ContactSettings(BaseModel):
+    """Where contact limits are counted and how messages leave. Redis in production, SQLite when embedded."""
+
+    backend: str = Field(default="sqlite", pattern="^(sqlite|redis)$")
+    sqlite_path: str = "contacts.db"
+    """The embedded limiter's file (`backend=sqlite`)."""
+    redis_db_url: str | None = None
+    """The limiter's Redis (`backend=redis`); defaults to `redis.url`."""
+    policy: ContactPolicy = ContactPolicy()
+    lease_s: float = Field(default=120.0, gt=0, le=86_400)
+    """How long a worker owns a claimed outbox message before another may take it over."""
+    unsubscribe_secret: SecretStr = SecretStr("dev-only-unsubscribe-secret")
+    smtp_host: str | None = None
+    """Without an SMTP host, email goes to `maildir` (development and the demo)."""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_sender: str = "Advocacy <hello@example.com>"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    maildir: str = "outbox-mail"
+    sms_webhook_url: str | None = None
+    """Where SMS and WhatsApp messages are POSTed (signed like the fulfiller); unset means those channels hold."""
+    sms_webhook_secret: SecretStr = SecretStr("dev-only-sms-secret")
+
+
 class Settings(BaseSettings):
     """`ADVOCACY_STORE` picks the store; nested groups use `__` (`ADVOCACY_NEO4J__DATABASE=crm`)."""
 
@@ -78,6 +105,7 @@ class Settings(BaseSettings):
     analysis: AnalysisSettings = AnalysisSettings()
     celery: CelerySettings = CelerySettings()
     referral: ReferralSettings = ReferralSettings()
+    contact: ContactSettings = ContactSettings()
     secret_key: SecretStr = SecretStr("dev-only-change-me")
 
     @property
