@@ -255,3 +255,13 @@ RETURN last(collect(c.id)) AS last, collect([c.id, summaries]) AS rows
 """
 )
 """Rows are `[customer, [[kind, count, total, last_at_us], ...]]`, aggregated per customer in the page."""
+
+REFERRALS_FROM: Final = f"""
+MATCH (:Customer {{id: $id}})-[r:{REFERRED}]->(f:Customer)
+RETURN [f.id, r.status, {_at_us.format(at="r.at")}] AS row ORDER BY f.id
+"""
+EVENTS_OF: Final = f"""
+MATCH (:Customer {{id: $id}})-[:{PERFORMED}]->(e:Event) WHERE $kind IS NULL OR e.kind = $kind
+RETURN [e.id, e.kind, {_at_us.format(at="e.at")}, e.value, e.attributes_json] AS row
+ORDER BY e.at DESC, e.id LIMIT $limit
+"""

@@ -150,6 +150,7 @@ def _conversion_from(row: dict[str, Any]) -> Conversion:
         reviewed_by=row["reviewed_by"],
         review_note=row["review_note"],
         reward_ids=tuple(row["reward_ids"]),
+        notes=tuple(row["notes"] or ()),
     )
 
 
@@ -599,6 +600,7 @@ class Neo4jProgram:
             verdict_json=None if settlement.verdict is None else settlement.verdict.model_dump_json(),
             settled_at_us=to_us(at),
             reward_ids=[grant.id for grant in settlement.grants],
+            notes=list(settlement.notes),
         ).consume()
         rows = [
             {

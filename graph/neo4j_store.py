@@ -20,7 +20,8 @@ conversion of `datetime` values costs about 100 us each, which would dominate bo
 
 Erasure deletes the customer's node, edges and events in one transaction and adds to anonymous
 `(:ErasureCount)` nodes; the same transaction deletes their programme data and leaves their rewards, ledger
-entries and attributions under the tombstone `ERASED` (`graph.program_cypher.ERASE_PROGRAM`). Like SQLite's
+entries and attributions under the tombstone `ERASED` (`graph.program_cypher.ERASE_PROGRAM`), and their outbox
+messages and `customer:<id>` suppressions (`graph.outreach_cypher.ERASE_OUTREACH`). Like SQLite's
 write-ahead log, Neo4j's transaction log keeps the deleted values until it is rotated (the bundled server keeps
 two log files); the live graph has none of them immediately.
 """
@@ -55,7 +56,7 @@ from neo4j.exceptions import (
     TransientError,
 )
 
-from graph import cypher, program_cypher
+from graph import cypher, outreach_cypher, program_cypher
 from graph.errors import AdvocacyError, InvalidInput, NotFound, StoreUnavailable
 from graph.factory import redact
 from graph.model import (
@@ -72,7 +73,9 @@ from graph.model import (
     Influence,
     Referral,
 )
+from graph.neo4j_outreach import Neo4jOutreach
 from graph.neo4j_program import EPOCH, Neo4jProgram, from_us, to_us
+from graph.outreach import Outreach, customer_key, without_person
 from graph.program import FraudVerdict, scrub_text, scrub_verdict
 from graph.program_store import ERASED
 from graph.store import RowWriter
@@ -98,8 +101,8 @@ _SCHEMA_RACES: Final = frozenset(
 
 _us = to_us
 _from_us = from_us
-_SCHEMA: Final = cypher.SCHEMA + program_cypher.PROGRAM_SCHEMA
-_SCHEMA_NAMES: Final = cypher.SCHEMA_NAMES + program_cypher.PROGRAM_SCHEMA_NAMES
+_SCHEMA: Final = cypher.SCHEMA + program_cypher.PROGRAM_SCHEMA + outreach_cypher.OUTREACH_SCHEMA
+_SCHEMA_NAMES: Final = cypher.SCHEMA_NAMES + program_cypher.PROGRAM_SCHEMA_NAMES + outreach_cypher.OUTREACH_SCHEMA_NAMES
 
 
 def _json(value: Any, what: str) -> str:
@@ -253,14 +256,15 @@ def _scrub_mentions(tx: ManagedTransaction, customer_id: str) -> None:
             verdict_json = verdict.model_dump_json()
         if note is not None:
             note = scrub_text(note, customer_id, ERASED)
-        rows.append({"order_id": record["order_id"], "verdict_json": verdict_json, "review_note": note})
+        notes = [scrub_text(line, customer_id, ERASED) for line in record["notes"] or []]
+        rows.append({"order_id": record["order_id"], "verdict_json": verdict_json, "review_note": note, "notes": notes})
     if rows:
         tx.run(program_cypher.REWRITE_CONVERSION_TEXT, rows=rows).consume()
 
 
-class Neo4jStore(Neo4jProgram, RowWriter):
-    """The customer graph and the referral programme in Neo4j 5; see the module docstring for transactions,
-    `graph.cypher` and `graph.program_cypher` for the model.
+class Neo4jStore(Neo4jOutreach, Neo4jProgram, RowWriter):
+    """The customer graph, the referral programme and its outreach in Neo4j 5; see the module docstring for
+    transactions, `graph.cypher`, `graph.program_cypher` and `graph.outreach_cypher` for the model.
 
     `url` is `bolt://` or `neo4j://` (with `+s` / `+ssc` for TLS) and may carry `user:password@`; without
     credentials (and no `auth`) the driver connects without authentication.
@@ -478,6 +482,14 @@ class Neo4jStore(Neo4jProgram, RowWriter):
             for kind in found["event_kinds"]:
                 events[kind] = events.get(kind, 0) + 1
             tx.run(program_cypher.ERASE_PROGRAM, id=customer_id, erased=ERASED).consume()
+            tx.run(outreach_cypher.ERASE_OUTREACH, id=customer_id, person_key=customer_key(customer_id)).consume()
+            for record in list(tx.run(outreach_cypher.OUTREACH_MENTIONING, id=customer_id)):
+                plan = Outreach.model_validate_json(record["json"])
+                scrubbed = without_person(plan, customer_id, ERASED)
+                if scrubbed != plan:
+                    tx.run(
+                        outreach_cypher.SET_OUTREACH_JSON, id=record["id"], json=scrubbed.model_dump_json()
+                    ).consume()
             _scrub_mentions(tx, customer_id)
             tx.run(cypher.ERASE_CUSTOMER, id=customer_id).consume()
             tally = [
@@ -498,6 +510,7 @@ class Neo4jStore(Neo4jProgram, RowWriter):
         with self._errors("delete everything"), self._driver.session(database=self._database) as session:
             session.run(cypher.DELETE_ALL).consume()
             session.run(program_cypher.DELETE_PROGRAM).consume()
+            session.run(outreach_cypher.DELETE_OUTREACH).consume()
 
     # --- reads -----------------------------------------------------------------------------------------------------
     def get_customer(self, customer_id: str) -> Customer:
@@ -519,6 +532,33 @@ class Neo4jStore(Neo4jProgram, RowWriter):
             return {rec["id"] for ids in _chunks(wanted, 50_000) for rec in tx.run(cypher.EXISTING_CUSTOMERS, ids=ids)}
 
         return self._read("look up customers", work)
+
+    def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
+        def work(tx: ManagedTransaction) -> list[EdgeRecord]:
+            rows = [record["row"] for record in tx.run(cypher.REFERRALS_FROM, id=customer_id)]
+            return [EdgeRecord(customer_id, f, EdgeType.REFERRED, status, 1.0, _from_us(at)) for f, status, at in rows]
+
+        return self._read("read a customer's referrals", work)
+
+    def events_of(self, customer_id: str, *, kind: EventKind | None = None, limit: int = 50) -> list[Event]:
+        if limit < 0:
+            raise InvalidInput(f"limit must be zero or more, not {limit}")
+
+        def work(tx: ManagedTransaction) -> list[Event]:
+            params = {"id": customer_id, "kind": None if kind is None else kind.value, "limit": limit}
+            return [
+                Event(
+                    id=event_id,
+                    customer_id=customer_id,
+                    kind=event_kind,
+                    at=_from_us(at),
+                    value=value,
+                    attributes=json.loads(attributes or "{}"),
+                )
+                for event_id, event_kind, at, value, attributes in (r["row"] for r in tx.run(cypher.EVENTS_OF, params))
+            ]
+
+        return self._read("read a customer's events", work)
 
     def get_scores(self, customer_id: str) -> CustomerScores | None:
         def work(tx: ManagedTransaction) -> list[Any] | None:

@@ -102,6 +102,9 @@ class AudienceKind(StrEnum):
     """Every customer whose latest segment is one of `segments`."""
     CUSTOMERS = "customers"
     """An explicit list of customer ids."""
+    KIT_INVITATIONS = "kit_invitations"
+    """The standing outreach of a campaign that holds invitations customers send friends from their kits;
+    it is never planned, its messages are enqueued one by one."""
 
 
 class Audience(_Model):
@@ -249,3 +252,16 @@ class OutboxCounts(_Model):
     by_status: dict[MessageStatus, int]
     held_by_reason: dict[HoldReason, int]
     by_variant: dict[str, dict[MessageStatus, int]]
+
+
+def without_person(outreach: Outreach, customer_id: str, tombstone: str) -> Outreach:
+    """The plan with an erased person's id replaced by `tombstone` in an explicit audience.
+
+    The tombstone is no customer, so planning leaves it out (as "unknown"); the audience stays valid.
+    """
+    ids = outreach.audience.customer_ids
+    if customer_id not in ids:
+        return outreach
+    kept = tuple(dict.fromkeys(tombstone if i == customer_id else i for i in ids))
+    audience = outreach.audience.model_copy(update={"customer_ids": kept})
+    return outreach.model_copy(update={"audience": audience})

@@ -416,6 +416,8 @@ class Conversion(_Model):
     reviewed_by: str | None = None
     review_note: str | None = Field(default=None, max_length=1000)
     reward_ids: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    """The settlement's notes: why each reward rule paid or did not."""
 
     @property
     def id(self) -> str:
@@ -519,6 +521,8 @@ class Settlement(_Model):
     attribution: Attribution | None = None
     verdict: FraudVerdict | None = None
     grants: tuple[RewardGrant, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Why each reward rule paid or did not (cap reached, below the minimum order...), for marketers."""
 
 
 class Balance(_Model):
@@ -618,6 +622,7 @@ def scrub_conversion(conversion: Conversion, customer_id: str, tombstone: str) -
         update["verdict"] = scrub_verdict(conversion.verdict, customer_id, tombstone)
     if conversion.review_note:
         update["review_note"] = scrub_text(conversion.review_note, customer_id, tombstone)
+    update["notes"] = tuple(scrub_text(note, customer_id, tombstone) for note in conversion.notes)
     if conversion.attribution is not None and conversion.attribution.referrer_id == customer_id:
         update["attribution"] = conversion.attribution.model_copy(update={"referrer_id": tombstone})
     return conversion.model_copy(update=update)

@@ -265,7 +265,7 @@ _conversion_fields = (
     "referrer_id: c.referrer_id, campaign_id: c.campaign_id, attributed_code: c.attributed_code, "
     f"method: c.method, touched_at: {_us('c.touched_at')}, verdict_json: c.verdict_json, "
     f"settled_at: {_us('c.settled_at')}, refunded_minor: c.refunded_minor, reviewed_by: c.reviewed_by, "
-    "review_note: c.review_note, reward_ids: c.reward_ids}"
+    "review_note: c.review_note, reward_ids: c.reward_ids, notes: c.notes}"
 )
 
 GET_CONVERSION: Final = f"MATCH (c:Conversion {{order_id: $order_id}}) RETURN {_conversion_fields} AS row"
@@ -307,7 +307,8 @@ SETTLE_CONVERSION: Final = f"""
 MATCH (c:Conversion {{order_id: $order_id}})
 SET c.status = $status, c.referrer_id = $referrer_id, c.campaign_id = $campaign_id,
     c.attributed_code = $attributed_code, c.method = $method, c.touched_at = {_datetime("$touched_at_us")},
-    c.verdict_json = $verdict_json, c.settled_at = {_datetime("$settled_at_us")}, c.reward_ids = $reward_ids
+    c.verdict_json = $verdict_json, c.settled_at = {_datetime("$settled_at_us")}, c.reward_ids = $reward_ids,
+    c.notes = $notes
 WITH c
 CALL (c) {{
     MATCH (referrer:Customer {{id: c.referrer_id}})
@@ -570,14 +571,15 @@ RETURN r.currency AS currency, r.state AS state, sum(r.amount_minor) AS total
 """
 
 CONVERSIONS_MENTIONING: Final = """
-MATCH (c:Conversion) WHERE c.verdict_json CONTAINS $id OR c.review_note CONTAINS $id
-RETURN c.order_id AS order_id, c.verdict_json AS verdict_json, c.review_note AS review_note
+MATCH (c:Conversion)
+WHERE c.verdict_json CONTAINS $id OR c.review_note CONTAINS $id OR any(note IN c.notes WHERE note CONTAINS $id)
+RETURN c.order_id AS order_id, c.verdict_json AS verdict_json, c.review_note AS review_note, c.notes AS notes
 """
 """A scan, but erasure is rare: fraud details and review notes of other people's conversions may name the person."""
 REWRITE_CONVERSION_TEXT: Final = """
 UNWIND $rows AS row
 MATCH (c:Conversion {order_id: row.order_id})
-SET c.verdict_json = row.verdict_json, c.review_note = row.review_note
+SET c.verdict_json = row.verdict_json, c.review_note = row.review_note, c.notes = row.notes
 """
 
 # --- erasure and deletion --------------------------------------------------------------------------------------

@@ -704,6 +704,7 @@ class SqliteProgram:
                     "verdict": settlement.verdict,
                     "settled_at": at,
                     "reward_ids": tuple(grant.id for grant in settlement.grants),
+                    "notes": settlement.notes,
                 }
             )
             _save_conversion(conn, settled)

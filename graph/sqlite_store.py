@@ -13,6 +13,7 @@ iterator may be advanced from any thread (Starlette streams sync iterators throu
 Times are stored as integer microseconds since the Unix epoch (UTC): exact, compact, and ordered for `MAX`.
 
 The referral programme (`ProgramStore`) lives in the same file; its methods are `graph.sqlite_program.SqliteProgram`.
+So do templates, outreach plans, the outbox and suppressions (`OutreachStore`): `graph.sqlite_outreach.SqliteOutreach`.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ from graph.model import (
     Influence,
     Referral,
 )
+from graph.sqlite_outreach import OUTREACH_TABLES, SCHEMA_V3, SqliteOutreach
 from graph.sqlite_program import _EPOCH, PROGRAM_TABLES, SCHEMA_V2, SqliteProgram, _from_us, _opt_us, _to_us
 from graph.store import RowWriter
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Stored in `PRAGMA user_version`; bump it and add a step to `_MIGRATIONS` when the schema changes."""
 
 _SCHEMA_V1 = (
@@ -118,7 +120,7 @@ _SCHEMA_V1 = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3}
 """Statements that bring a file from version n-1 to version n."""
 
 _UPSERT_CUSTOMER = """
@@ -272,8 +274,8 @@ def _referral_edge(row: Row) -> EdgeRecord:
     return EdgeRecord(row[0], row[1], EdgeType.REFERRED, row[2], 1.0, _EPOCH + timedelta(microseconds=row[3]))
 
 
-class SqliteStore(SqliteProgram, RowWriter):
-    """The customer graph and the referral programme in one SQLite file; see the module docstring."""
+class SqliteStore(SqliteOutreach, SqliteProgram, RowWriter):
+    """The customer graph, the referral programme and outreach in one SQLite file; see the module docstring."""
 
     _pid: int
     _local: threading.local
@@ -580,6 +582,7 @@ class SqliteStore(SqliteProgram, RowWriter):
             influences = conn.execute("DELETE FROM influences WHERE source_id = ?", key).rowcount
             influences += conn.execute("DELETE FROM influences WHERE target_id = ?", key).rowcount
             self._erase_program_data(conn, customer_id)
+            self._erase_outreach_data(conn, customer_id)
             referrals = conn.execute("DELETE FROM referrals WHERE referrer_id = ?", key).rowcount
             referrals += conn.execute("DELETE FROM referrals WHERE friend_id = ?", key).rowcount
             event_counts: list[tuple[str, int]] = conn.execute(
@@ -630,7 +633,7 @@ class SqliteStore(SqliteProgram, RowWriter):
     def delete_all(self) -> None:
         def work(conn: _Connection) -> None:
             graph_tables = ("scores", "events", "referrals", "influences", "customers", "runs", "erasure_tally")
-            for table in (*PROGRAM_TABLES, *graph_tables):
+            for table in (*OUTREACH_TABLES, *PROGRAM_TABLES, *graph_tables):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - table names are constants
 
         self._run(work, write=True)
@@ -660,6 +663,36 @@ class SqliteStore(SqliteProgram, RowWriter):
             begin=False,
         )
         return {row[0] for row in rows}
+
+    def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
+        rows: list[Row] = self._run(
+            lambda conn: conn.execute(
+                "SELECT referrer_id, friend_id, status, at_us FROM referrals WHERE referrer_id = ? ORDER BY friend_id",
+                (customer_id,),
+            ).fetchall(),
+            write=False,
+            begin=False,
+        )
+        return [_referral_edge(row) for row in rows]
+
+    def events_of(self, customer_id: str, *, kind: EventKind | None = None, limit: int = 50) -> list[Event]:
+        if limit < 0:
+            raise InvalidInput(f"limit must be zero or more, not {limit}")
+        rows: list[Row] = self._run(
+            lambda conn: conn.execute(
+                "SELECT id, kind, at_us, value, attributes FROM events WHERE customer_id = ?1"
+                " AND (?2 IS NULL OR kind = ?2) ORDER BY at_us DESC, id LIMIT ?3",
+                (customer_id, None if kind is None else kind.value, limit),
+            ).fetchall(),
+            write=False,
+            begin=False,
+        )
+        return [
+            Event(
+                id=r[0], customer_id=customer_id, kind=r[1], at=_from_us(r[2]), value=r[3], attributes=json.loads(r[4])
+            )
+            for r in rows
+        ]
 
     def get_scores(self, customer_id: str) -> CustomerScores | None:
         row = self._fetch_one(f"SELECT {_SCORE_COLUMNS} FROM scores WHERE customer_id = ?", customer_id)  # noqa: S608 - constant columns

@@ -18,6 +18,7 @@ from graph.model import (
     EdgeType,
     ErasureReport,
     Event,
+    EventKind,
     EventSummary,
     GraphBatch,
     GraphStats,
@@ -90,6 +91,12 @@ class GraphStore(Protocol):
 
     def list_runs(self, limit: int = 50) -> list[AnalysisRun]:
         """Most recent first."""
+
+    def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
+        """The `REFERRED` edges from one customer (their friends and how far each got), by friend id."""
+
+    def events_of(self, customer_id: str, *, kind: EventKind | None = None, limit: int = 50) -> list[Event]:
+        """One customer's latest events (of one kind), newest first: what a kit says they bought or made."""
 
     def stats(self) -> GraphStats:
         """Counts of customers, edges by type, events by kind, and anonymous erasure counts."""

@@ -7,6 +7,7 @@ conversions through a recording `plan`, so each programme test states only what 
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from graph.model import Customer, EdgeType
+from graph.outreach import Outreach
 from graph.program import (
     Attribution,
     Campaign,
@@ -40,6 +42,7 @@ from graph.sqlite_store import SqliteStore
 from graph.store import GraphStore
 from tests.factories import BASE_TIME, make_customer
 from tests.neo4j_support import NEO4J_URL, open_neo4j
+from tests.outreach_factories import make_outreach
 from tests.program_factories import make_attribution, make_campaign, make_code, make_order
 
 
@@ -243,3 +246,18 @@ def convert(
 def referred_edges(store: Store) -> dict[tuple[str, str], str]:
     """(referrer, friend) -> status of every `REFERRED` edge."""
     return {(e.source, e.target): e.label for e in store.iter_edges(EdgeType.REFERRED)}
+
+
+# --- outreach ----------------------------------------------------------------------------------------------------
+def save_outreach_plan(store: Store, **overrides: Any) -> Outreach:
+    """A stored referral campaign and an outreach plan on its behalf."""
+    campaign = make_campaign()
+    store.save_campaign(campaign)
+    outreach = make_outreach(campaign.id, **overrides)
+    store.save_outreach(outreach)
+    return outreach
+
+
+def email_key(address: str) -> str:
+    """An `email:<hash>` person key; the contract needs only its shape, not the engine's keyed hash."""
+    return f"email:{hashlib.sha256(address.encode()).hexdigest()}"

@@ -262,7 +262,9 @@ def test_erasure_rewrites_fraud_details_and_review_notes_that_name_the_person(st
         signals=(FraudSignal(rule="referral_ring", weight=1.2, detail="ring mo-10 -> mo-1 -> mo-10"),),
     )
     attribution = make_attribution(scene.code)
-    held = Settlement(status=ConversionStatus.HELD, attribution=attribution, verdict=verdict)
+    held = Settlement(
+        status=ConversionStatus.HELD, attribution=attribution, verdict=verdict, notes=("held: ring through mo-1",)
+    )
     store.settle_conversion(order.id, attribution, lambda _: held, at=SETTLED_AT)
     store.review_conversion(
         order.id, approve=False, reviewer="mia", note="same device as mo-1", at=SETTLED_AT, approve_after=SETTLED_AT
@@ -274,6 +276,7 @@ def test_erasure_rewrites_fraud_details_and_review_notes_that_name_the_person(st
     assert kept.verdict is not None
     assert kept.verdict.signals[0].detail == f"ring mo-10 -> {ERASED} -> mo-10"
     assert kept.review_note == f"same device as {ERASED}"
+    assert kept.notes == (f"held: ring through {ERASED}",)
     assert find_stored(store, ["mo-1 ", 'mo-1"', "mo-1;"]) == []
 
 

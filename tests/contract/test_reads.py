@@ -204,3 +204,44 @@ def test_unicode_names_and_attributes_round_trip(store: GraphStore) -> None:
 
     assert {cid: c.name for cid, c in back.items()} == names
     assert all(c.attributes == {"city": "Zürich", "nick": names[c.id]} for c in back.values())
+
+
+def test_referrals_from_lists_one_customers_friends_and_how_far_each_got(store: GraphStore) -> None:
+    ada, bob, cy, dee = (make_customer() for _ in range(4))
+    store.write_batch(
+        GraphBatch(
+            customers=[ada, bob, cy, dee],
+            referrals=[
+                make_referral(ada, cy, status=ReferralStatus.CONVERTED),
+                make_referral(ada, bob, status=ReferralStatus.SIGNED_UP),
+                make_referral(bob, dee),
+            ],
+        )
+    )
+
+    edges = store.referrals_from(ada.id)
+
+    assert [(e.source, e.target, e.type, e.label) for e in edges] == [
+        (ada.id, bob.id, EdgeType.REFERRED, ReferralStatus.SIGNED_UP.value),
+        (ada.id, cy.id, EdgeType.REFERRED, ReferralStatus.CONVERTED.value),
+    ]
+    assert all(e.at == BASE_TIME for e in edges)
+    assert store.referrals_from(dee.id) == []
+    assert store.referrals_from("nobody") == []
+
+
+def test_events_of_gives_a_customers_latest_events_newest_first(store: GraphStore) -> None:
+    ada, bob = make_customer(), make_customer()
+    events = [
+        make_event(ada, kind=EventKind.PURCHASE, at=BASE_TIME + timedelta(days=d), attributes={"product": f"p{d}"})
+        for d in range(5)
+    ] + [make_event(ada, kind=EventKind.REVIEW, at=BASE_TIME), make_event(bob, at=BASE_TIME)]
+    store.write_batch(GraphBatch(customers=[ada, bob], events=events))
+
+    latest = store.events_of(ada.id, kind=EventKind.PURCHASE, limit=3)
+
+    assert [e.attributes["product"] for e in latest] == ["p4", "p3", "p2"]
+    assert latest[0] == events[4]
+    assert {e.kind for e in store.events_of(ada.id)} == {EventKind.PURCHASE, EventKind.REVIEW}
+    assert len(store.events_of(ada.id, limit=50)) == 6
+    assert store.events_of("nobody") == []

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import pytest
-from neo4j import Driver, GraphDatabase
+from neo4j import Driver
 
 from graph import program_cypher
 from graph.model import ReferralStatus
@@ -47,7 +46,7 @@ from tests.contract.conftest import (
     set_scene,
     settlement_for,
 )
-from tests.neo4j_support import NEO4J_URL, open_neo4j, query
+from tests.neo4j_support import fresh_neo4j, hold_while, neo4j_workers, open_neo4j, query, raw_driver
 from tests.program_factories import make_attribution, make_click, make_order, make_refund, make_signup
 
 pytestmark = pytest.mark.neo4j
@@ -58,31 +57,17 @@ MILESTONE = 3
 
 @pytest.fixture
 def store() -> Iterator[Neo4jStore]:
-    opened = open_neo4j()
-    opened.delete_all()
-    try:
+    with fresh_neo4j() as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture
 def driver() -> Iterator[Driver]:
-    """A raw driver, to hold locks and look at the graph behind the store's back."""
-    with GraphDatabase.driver(NEO4J_URL) as raw:
+    with raw_driver() as raw:
         yield raw
 
 
-@contextmanager
-def workers(n: int) -> Iterator[list[Neo4jStore]]:
-    """`n` stores, each with its own driver, as separate worker processes would have."""
-    opened: list[Neo4jStore] = []
-    try:
-        opened.extend(open_neo4j() for _ in range(n))
-        yield opened
-    finally:
-        for worker in opened:
-            worker.close()
+workers = neo4j_workers
 
 
 @dataclass
@@ -248,23 +233,6 @@ def test_concurrent_moves_of_one_reward_write_one_entry_per_state(store: Neo4jSt
 
 
 # --- locks are taken before the state they guard is read ----------------------------------------------------------
-def _hold_while(driver: Driver, hold: Callable[[Any], None], call: Callable[[], Any]) -> tuple[bool, Any]:
-    """Run `hold` in an open transaction, start `call` in a thread, and commit a second later.
-
-    Returns whether `call` was still waiting when the transaction committed, and what it returned.
-    """
-    outcome: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("result", call()))
-    with driver.session(database="neo4j") as session, session.begin_transaction() as tx:
-        hold(tx)
-        thread.start()
-        thread.join(timeout=1.0)
-        waited = thread.is_alive()
-        tx.commit()
-    thread.join(timeout=30)
-    return waited, outcome.get("result")
-
-
 def test_settling_waits_for_a_writer_holding_the_conversion_and_then_sees_its_outcome(
     store: Neo4jStore, driver: Driver
 ) -> None:
@@ -273,7 +241,7 @@ def test_settling_waits_for_a_writer_holding_the_conversion_and_then_sees_its_ou
     store.record_order(order)
     plan = RecordingPlan(settlement_for(order, make_attribution(scene.code)))
 
-    waited, settled = _hold_while(
+    waited, settled = hold_while(
         driver,
         lambda tx: tx.run(
             "MATCH (c:Conversion {order_id: $id}) SET c.status = 'unattributed', c.settled_at = datetime()", id=order.id
@@ -310,7 +278,7 @@ def test_the_plan_reads_the_referrers_history_after_taking_the_referrers_lock(
             code=scene.code.code,
         ).consume()
 
-    waited, _ = _hold_while(
+    waited, _ = hold_while(
         driver,
         attribute_elsewhere_under_the_referrers_lock,
         lambda: store.settle_conversion(order.id, make_attribution(scene.code), plan, at=SETTLED_AT),
@@ -325,7 +293,7 @@ def test_a_refund_waits_for_a_settlement_in_flight_and_reverses_its_rewards(stor
     order = make_order(scene.friend)
     store.record_order(order)
 
-    waited, refunded = _hold_while(
+    waited, refunded = hold_while(
         driver,
         lambda tx: tx.run(program_cypher.LOCK_CONVERSION, order_id=order.id).consume(),
         lambda: store.record_refund(make_refund(order), at=LATER),

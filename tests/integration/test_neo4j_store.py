@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from neo4j import Driver, GraphDatabase
+from neo4j import Driver
 from neo4j.exceptions import AuthError, ConstraintError, ServiceUnavailable, TransientError
 
 from graph import cypher, neo4j_store
@@ -22,7 +22,7 @@ from graph.errors import InvalidInput, NotFound, StoreUnavailable
 from graph.model import Customer, Event, EventKind, GraphBatch, Influence, InfluenceKind
 from graph.neo4j_store import Neo4jStore, translate
 from tests.factories import BASE_TIME, make_customer, make_event, make_influence, make_scores
-from tests.neo4j_support import NEO4J_URL, open_neo4j, query
+from tests.neo4j_support import NEO4J_URL, fresh_neo4j, open_neo4j, query, raw_driver
 
 pytestmark = pytest.mark.neo4j
 
@@ -31,18 +31,13 @@ INJECTION = "x'}) DETACH DELETE n //"
 
 @pytest.fixture
 def store() -> Iterator[Neo4jStore]:
-    opened = open_neo4j()
-    opened.delete_all()
-    try:
+    with fresh_neo4j() as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture
 def driver() -> Iterator[Driver]:
-    """A raw driver, to look at the graph behind the store's back as a marketer would."""
-    with GraphDatabase.driver(NEO4J_URL) as raw:
+    with raw_driver() as raw:
         yield raw
 
 
