@@ -125,7 +125,7 @@ def reward_payload(reward: Reward) -> dict[str, str | int]:
     }
 
 
-def _idempotency_key(reward_id: str) -> str:
+def idempotency_key(reward_id: str) -> str:
     """The reward id, percent-encoded only where a header value could not carry it."""
     if reward_id.isascii() and reward_id.isprintable():
         return reward_id
@@ -227,8 +227,11 @@ class WebhookFulfiller:
                 )
         return addresses
 
-    def _post(self, client: httpx.Client, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """One attempt, pinned to the checked addresses in turn until one accepts the connection."""
+    def post_once(self, client: httpx.Client, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """One attempt, pinned to the checked addresses in turn until one accepts the connection.
+
+        Public because other signed webhooks (the SMS adapter in `engine.channels`) reuse the same SSRF guard.
+        """
         extensions = {"sni_hostname": self._host} if self.url.scheme == "https" else {}
         headers = {**headers, "Host": self.url.netloc.decode("ascii")}
         failure: httpx.ConnectError | None = None
@@ -263,14 +266,14 @@ class WebhookFulfiller:
         for attempt in range(self.attempts):
             headers = {
                 SIGNATURE_HEADER: sign(body, self.secret, timestamp=int(self._clock())),
-                "Idempotency-Key": _idempotency_key(reward.id),
+                "Idempotency-Key": idempotency_key(reward.id),
                 "Content-Type": "application/json",
                 "User-Agent": USER_AGENT,
             }
             wait: float | None = None
             last_status = None
             try:
-                response = self._post(client, body, headers)
+                response = self.post_once(client, body, headers)
             except FulfilmentError as exc:
                 if not exc.retryable:
                     raise

@@ -89,10 +89,26 @@ def plan_rewards(
     at: datetime,
 ) -> Settlement:
     """The settlement the store writes for `order`: its status and the rewards to issue (see `evaluate_rewards`)."""
-    return evaluate_rewards(campaign, order, attribution, verdict, history, at=at).settlement
+    plan = evaluate_rewards(campaign, order, attribution, verdict, history, at=at)
+    return plan.settlement
 
 
 def evaluate_rewards(
+    campaign: Campaign,
+    order: Order,
+    attribution: Attribution | None,
+    verdict: FraudVerdict | None,
+    history: RewardHistory,
+    *,
+    at: datetime,
+) -> RewardPlan:
+    """`_decide`, with the settlement carrying the words of `explain_settlement` as its notes."""
+    plan = _decide(campaign, order, attribution, verdict, history, at=at)
+    notes = tuple(explain_settlement(plan, campaign))
+    return RewardPlan(settlement=plan.settlement.model_copy(update={"notes": notes}), outcomes=plan.outcomes)
+
+
+def _decide(
     campaign: Campaign,
     order: Order,
     attribution: Attribution | None,

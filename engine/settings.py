@@ -75,6 +75,8 @@ class ContactSettings(BaseModel):
     redis_db_url: str | None = None
     """The limiter's Redis (`backend=redis`); defaults to `redis.url`."""
     policy: ContactPolicy = ContactPolicy()
+    dispatch: str = Field(default="inline", pattern="^(inline|celery)$")
+    """`inline` sends from the API process (embedded mode, no broker); `celery` queues one task per message."""
     lease_s: float = Field(default=120.0, gt=0, le=86_400)
     """How long a worker owns a claimed outbox message before another may take it over."""
     unsubscribe_secret: SecretStr = SecretStr("dev-only-unsubscribe-secret")

@@ -11,8 +11,14 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
+import redis
+
 from engine.celery_app import app
+from engine.channels import make_adapters
+from engine.dispatch import CeleryDispatcher
 from engine.fulfilment import make_fulfiller
+from engine.limits import make_limiter
+from engine.outreach import OutreachService
 from engine.referrals import ReferralService
 from engine.sampling import sample_chunk
 from engine.settings import get_settings
@@ -31,6 +37,12 @@ _RETRY: dict[str, Any] = {
     "max_retries": 20,
 }
 """A store that is down is waited for; bad input is not retried (it would fail the same way)."""
+
+_RETRY_CONTACT: dict[str, Any] = {
+    **_RETRY,
+    "autoretry_for": (StoreUnavailable, redis.ConnectionError, redis.TimeoutError),
+}
+"""Sending also needs the limiter's Redis; while it is down the message waits (its lease then frees it)."""
 
 
 @app.task(name="advocacy.sample_rr_chunk", acks_late=True)  # type: ignore[untyped-decorator]
@@ -51,6 +63,42 @@ def _service(store_url: str | None, database: str | None) -> ReferralService:
     settings = get_settings()
     store = _store(store_url or settings.store, database or settings.neo4j.database)
     return ReferralService(store, settings.referral, fulfiller=make_fulfiller(settings.referral))
+
+
+@lru_cache(maxsize=4)
+def _outreach(store_url: str | None, database: str | None) -> OutreachService:
+    """One outreach service per worker process: its limiter and SMTP settings are read once."""
+    settings = get_settings()
+    store = _store(store_url or settings.store, database or settings.neo4j.database)
+    return OutreachService(store, settings, limiter=make_limiter(settings), adapters=make_adapters(settings))
+
+
+@app.task(name="advocacy.plan_outreach", **_RETRY)  # type: ignore[untyped-decorator]
+def plan_outreach(outreach_id: str, store_url: str | None = None, database: str | None = None) -> dict[str, Any]:
+    """Write the outreach's outbox, then fan out one send task per message due now."""
+    service = _outreach(store_url, database)
+    report = service.plan(outreach_id)
+    dispatcher = CeleryDispatcher(app, store_url=store_url, database=database)
+    while keys := service.due(limit=5000, outreach_id=outreach_id):
+        dispatcher.dispatch(keys)
+        if len(keys) < 5000:
+            break
+    return {"outreach_id": report.outreach_id, "audience": report.audience, "enqueued": report.enqueued}
+
+
+@app.task(name="advocacy.send_message", **_RETRY_CONTACT)  # type: ignore[untyped-decorator]
+def send_message(key: str, store_url: str | None = None, database: str | None = None) -> dict[str, Any]:
+    """Send one outbox message within the policy; a duplicate or retried task finds it claimed or finished."""
+    message = _outreach(store_url, database).send(key)
+    return {"key": message.key, "status": message.status.value, "reason": message.reason}
+
+
+@app.task(name="advocacy.dispatch_due", **_RETRY)  # type: ignore[untyped-decorator]
+def dispatch_due(store_url: str | None = None, database: str | None = None, limit: int = 5000) -> int:
+    """Celery beat's cadence: send what came due (later steps, quiet hours over, leases of dead workers)."""
+    keys = _outreach(store_url, database).due(limit=limit)
+    CeleryDispatcher(app, store_url=store_url, database=database).dispatch(keys)
+    return len(keys)
 
 
 @app.task(name="advocacy.process_order", **_RETRY)  # type: ignore[untyped-decorator]
@@ -88,4 +136,5 @@ def fulfil_rewards(store_url: str | None = None, database: str | None = None, li
 app.conf.beat_schedule = {
     "advance-rewards": {"task": "advocacy.advance_rewards", "schedule": timedelta(minutes=5)},
     "fulfil-rewards": {"task": "advocacy.fulfil_rewards", "schedule": timedelta(minutes=5)},
+    "dispatch-due": {"task": "advocacy.dispatch_due", "schedule": timedelta(minutes=1)},
 }

@@ -128,9 +128,20 @@ def test_fixed_rewards_ignore_the_order_amount_and_non_monetary_rewards_are_wort
 
 
 # --- the conversion as a whole --------------------------------------------------------------------------------
+def without_notes(settlement: Settlement) -> Settlement:
+    """The decision itself; the notes (its explanation) are checked on their own below."""
+    return settlement.model_copy(update={"notes": ()})
+
+
+def test_the_settlement_carries_the_explanation_as_notes() -> None:
+    settlement = plan_rewards(CAMPAIGN, order(), None, None, NO_HISTORY, at=AT)
+    assert settlement.notes
+    assert list(settlement.notes) == explain_settlement(settlement, CAMPAIGN)
+
+
 def test_no_attribution_settles_unattributed_with_no_grants() -> None:
     settlement = plan_rewards(CAMPAIGN, order(), None, None, NO_HISTORY, at=AT)
-    assert settlement == Settlement(status=ConversionStatus.UNATTRIBUTED)
+    assert without_notes(settlement) == Settlement(status=ConversionStatus.UNATTRIBUTED)
 
 
 def test_a_first_referral_pays_the_referrer_credit_and_the_friend_discount() -> None:
@@ -172,13 +183,17 @@ def test_a_first_referral_pays_the_referrer_credit_and_the_friend_discount() -> 
 def test_self_referral_is_rejected_with_no_grants_and_keeps_the_verdict() -> None:
     allow = verdict(FraudAction.ALLOW)
     settlement = plan(the_attribution=attribution(referrer="bob"), the_verdict=allow)
-    assert settlement == Settlement(status=ConversionStatus.REJECTED, attribution=attribution("bob"), verdict=allow)
+    assert without_notes(settlement) == Settlement(
+        status=ConversionStatus.REJECTED, attribution=attribution("bob"), verdict=allow
+    )
 
 
 def test_a_rejecting_verdict_rejects_with_no_grants_and_keeps_the_verdict() -> None:
     reject = verdict(FraudAction.REJECT)
     settlement = plan(the_verdict=reject)
-    assert settlement == Settlement(status=ConversionStatus.REJECTED, attribution=attribution(), verdict=reject)
+    assert without_notes(settlement) == Settlement(
+        status=ConversionStatus.REJECTED, attribution=attribution(), verdict=reject
+    )
 
 
 def test_a_held_verdict_holds_every_grant_until_the_review_deadline() -> None:
@@ -211,7 +226,7 @@ def test_hold_and_review_days_follow_the_campaign() -> None:
 @pytest.mark.parametrize("status", [CampaignStatus.PAUSED, CampaignStatus.ENDED])
 def test_an_inactive_campaign_records_the_attribution_but_pays_nothing(status: CampaignStatus) -> None:
     settlement = plan(make_campaign(id="spring", status=status))
-    assert settlement == Settlement(status=ConversionStatus.ATTRIBUTED, attribution=attribution())
+    assert without_notes(settlement) == Settlement(status=ConversionStatus.ATTRIBUTED, attribution=attribution())
 
 
 def test_an_attribution_for_another_campaign_is_refused() -> None:
