@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from api.deps import StoreHolder
+from api.deps import ContactHolder, StoreHolder
 from api.problems import install_problem_handlers
 from api.routes import ROUTERS
 from engine.settings import Settings, get_settings
@@ -37,7 +37,11 @@ TAGS = [
     {"name": "rewards", "description": "Rewards and their ledger: pending, approved, fulfilled, reversed."},
     {"name": "fraud", "description": "Held conversions awaiting review, and codes that look leaked."},
     {"name": "metrics", "description": "Participation, k-factor, cost per acquired customer, and multi-hop cascades."},
+    {"name": "templates", "description": "Kit and message templates marketers write: validated, versioned, previewed."},
+    {"name": "outreach", "description": "Messages to customers within the contact policy: plans, hold-backs, A/B."},
+    {"name": "kits", "description": "What customers ask for and send back: their kit, ideas, invitations."},
     {"name": "public", "description": "Links and pages a friend sees: `/r/{code}` and the landing page."},
+    {"name": "unsubscribe", "description": "The signed one-click unsubscribe link in every message (RFC 8058)."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 
@@ -73,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the store opens in the lifespan, or on first use if it is down at startup."""
     settings = settings or get_settings()
     holder = StoreHolder(settings)
+    contact = ContactHolder(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await run_in_threadpool(contact.close)
             await run_in_threadpool(holder.close)
 
     app = FastAPI(
@@ -94,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store_holder = holder
+    app.state.contact_holder = contact
     app.state.templates = _templates()
     install_problem_handlers(app)
     for router in ROUTERS:

@@ -3,6 +3,11 @@
 `create_app`'s lifespan tries to open the store at startup; if Neo4j (or the SQLite file) cannot be reached it
 logs that and the app serves anyway: `/healthz` answers 200, `/readyz` and every route that needs the store answer
 503 with `Retry-After`, and the next request tries to open the store again. Shutdown closes it.
+
+Outreach shares more than the store across requests: the contact limiter (its SQLite file or Redis pool), the
+channel adapters (an SMTP connection), the kit renderer (compiled templates) and, when sending through workers,
+the Celery app. `ContactHolder` builds them on first use and closes them at shutdown; the `OutreachService` over
+them is built per request, which costs nothing.
 """
 
 from __future__ import annotations
@@ -10,18 +15,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Final
 
+from celery import Celery
 from fastapi import Depends, Request
+from kombu.exceptions import OperationalError
 
+from engine.celery_app import make_celery
+from engine.channels import ChannelAdapter, make_adapters
+from engine.dispatch import InlineDispatcher
 from engine.fulfilment import Fulfiller, make_fulfiller
+from engine.kits import KitRenderer
+from engine.limits import ContactLimiter, make_limiter
+from engine.outreach import OutreachService
 from engine.referrals import ReferralService
 from engine.settings import Settings
 from graph.errors import StoreUnavailable
 from graph.factory import open_store, redact
-from graph.model import utcnow
+from graph.model import ContactChannel, utcnow
 from graph.program_store import Store
 
 log = logging.getLogger(__name__)
@@ -141,3 +155,143 @@ def get_paying_service(
 ServiceDep = Annotated[ReferralService, Depends(get_service)]
 PayingServiceDep = Annotated[ReferralService, Depends(get_paying_service)]
 """The service with the configured fulfiller, for the route that pays rewards out."""
+
+
+# --- outreach ------------------------------------------------------------------------------------------------
+PLAN_TASK: Final = "advocacy.plan_outreach"
+"""Plans an outreach on a worker and fans out one send task per message due (`engine.tasks.plan_outreach`)."""
+DISPATCH_DUE_TASK: Final = "advocacy.dispatch_due"
+"""Sends what came due, for every outreach (`engine.tasks.dispatch_due`, also run by Celery beat)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """What every outreach service of the app shares."""
+
+    limiter: ContactLimiter
+    adapters: Mapping[ContactChannel, ChannelAdapter]
+    renderer: KitRenderer
+
+
+class ContactHolder:
+    """Owns the app's `Contact` (and its Celery app when dispatching through workers): built on first use, closed
+    at shutdown. A limiter that cannot be opened (a locked file, a bad path) is tried again on the next request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._contact: Contact | None = None
+        self._celery: Celery | None = None
+        self._closed = False
+
+    def get(self) -> Contact:
+        contact = self._contact
+        if contact is not None:
+            return contact
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the application is shutting down")
+            if self._contact is None:
+                self._contact = self._build()
+            return self._contact
+
+    def _build(self) -> Contact:
+        limiter = make_limiter(self._settings)
+        try:
+            adapters = make_adapters(self._settings)
+            renderer = KitRenderer()
+        except BaseException:
+            limiter.close()
+            raise
+        log.info("contact limiter (%s) and channels %s ready", self._settings.contact.backend, sorted(adapters))
+        return Contact(limiter, adapters, renderer)
+
+    def celery(self) -> Celery:
+        """The Celery app that plans and sends on workers (`contact.dispatch = celery`)."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the application is shutting down")
+            if self._celery is None:
+                self._celery = make_celery(self._settings)
+            return self._celery
+
+    def queue(self, task: str, *args: str) -> str:
+        """Send `task` to the workers, naming this app's store so they work on the same one; the task's id.
+
+        A broker that cannot be reached is a 503 (`StoreUnavailable`): nothing was planned, so trying again is safe.
+        """
+        try:
+            result = self.celery().send_task(
+                task,
+                args=list(args),
+                kwargs={"store_url": self._settings.store, "database": self._settings.neo4j.database},
+            )
+        except OperationalError as exc:
+            log.warning("task broker %s not answering: %s", redact(self._settings.broker_url), exc)
+            raise StoreUnavailable("the task broker is not answering; nothing was queued") from exc
+        return str(result.id)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            contact, self._contact = self._contact, None
+            celery, self._celery = self._celery, None
+        if contact is not None:
+            for adapter in contact.adapters.values():
+                close = getattr(adapter, "close", None)
+                if callable(close):
+                    close()
+            contact.limiter.close()
+            log.info("contact limiter and channels closed")
+        if celery is not None:
+            celery.close()
+
+
+def get_contact_holder(request: Request) -> ContactHolder:
+    holder: ContactHolder = request.app.state.contact_holder
+    return holder
+
+
+ContactHolderDep = Annotated[ContactHolder, Depends(get_contact_holder)]
+
+
+def get_outreach_service(
+    store: StoreDep, settings: SettingsDep, clock: ClockDep, holder: ContactHolderDep
+) -> OutreachService:
+    """One per request, over the app's store and shared contact parts, reading the test-replaceable clock."""
+    contact = holder.get()
+    return OutreachService(
+        store,
+        settings,
+        limiter=contact.limiter,
+        adapters=contact.adapters,
+        renderer=contact.renderer,
+        clock=clock,
+    )
+
+
+OutreachServiceDep = Annotated[OutreachService, Depends(get_outreach_service)]
+
+
+def send_due(
+    service: OutreachService,
+    *,
+    outreach_id: str | None = None,
+    batch: int = 200,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Embedded mode's sending: every message due now goes out from this process, a batch at a time.
+
+    Stops at a batch with nothing new, so a message that came back due (a worker's lapsed lease) is tried once
+    here and left to `advocacy outreach dispatch-due` after that. Returns how many messages were tried.
+    """
+    dispatcher = InlineDispatcher(service)
+    tried: set[str] = set()
+    while True:
+        keys = [key for key in service.due(limit=batch, outreach_id=outreach_id) if key not in tried]
+        if not keys:
+            return len(tried)
+        dispatcher.dispatch(keys)
+        tried.update(keys)
+        if progress is not None:
+            progress(len(keys))

@@ -7,10 +7,12 @@ from fastapi import APIRouter
 
 from api.routes import (
     analysis,
+    contact,
     conversions,
     customers,
     graph,
     health,
+    outreach,
     pages,
     program_metrics,
     referrals,
@@ -28,9 +30,14 @@ ROUTERS: tuple[APIRouter, ...] = (
     conversions.router,
     rewards.router,
     program_metrics.router,
+    outreach.router,
+    contact.router,
     conversions.webhook_router,
     referrals.public_router,
+    contact.public_router,
     pages.router,
 )
-"""Marketer routers first; `conversions.webhook_router` authenticates by signature and `referrals.public_router`
-serves friends' browsers, so neither takes the marketer guard a later issue adds."""
+"""Marketer routers first; `contact.router` serves customers asking for their own kit (a customer guard, not the
+marketer's); `conversions.webhook_router` authenticates by signature, and `referrals.public_router` and
+`contact.public_router` serve friends' and customers' browsers from signed links, so none of these takes the
+marketer guard a later issue adds."""
