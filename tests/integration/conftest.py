@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,10 +39,18 @@ def celery_settings(redis_url: str) -> Settings:
 
 
 def start_worker(
-    redis_url: str, log_path: Path, *, concurrency: int = 2, name: str = "test"
+    redis_url: str,
+    log_path: Path,
+    *,
+    concurrency: int = 2,
+    name: str = "test",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a real `celery worker` process (prefork) on the test Redis and wait until it answers a ping."""
-    env = {**os.environ, "ADVOCACY_REDIS__URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    """Start a real `celery worker` process (prefork) on the test Redis and wait until it answers a ping.
+
+    The worker leads its own process group, so `kill_worker` can SIGKILL it with its children, as a crash would.
+    """
+    env = {**os.environ, "ADVOCACY_REDIS__URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [
@@ -65,6 +75,7 @@ def start_worker(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     from engine.celery_app import make_celery
 
@@ -81,6 +92,13 @@ def start_worker(
         pytest.fail(f"celery worker did not answer within 90 s:\n{log_path.read_text()}")
     finally:
         app.close()
+
+
+def kill_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker and its pool children at once: no clean shutdown, no acks, like a machine dying."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:

@@ -123,6 +123,7 @@ def test_code_click_signup_purchase_approval_and_clawback(store: Store, service:
     assert rewards["referrer-credit"].customer_id == "jane"
     assert rewards["friend-discount"].customer_id == "tom"
     assert {r.state for r in rewards.values()} == {RewardState.PENDING}
+    assert any(note.startswith("third-badge: does not pay: milestone not reached") for note in conversion.notes)
 
     assert service.process_order(order) == conversion, "a redelivered order changes nothing"
     assert len(store.list_rewards(conversion_id="o-1")) == 2
