@@ -9,6 +9,7 @@ exactly one JSON object. Engine errors are printed by `api.cli_common.fail` as o
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -414,3 +415,46 @@ def register(app: typer.Typer) -> None:
     app.add_typer(leaks_app, name="leaks", short_help="Find codes that look posted publicly.")
     app.command("metrics", short_help="Programme metrics: participation, conversion, k-factor, cost.")(metrics_command)
     app.command("cascades", short_help="Referral cascades by generation, with k-factor and cost.")(cascades_command)
+    app.command("simulate", short_help="Play a referral programme forward (demo data through the real rules).")(
+        simulate_command
+    )
+
+
+def simulate_command(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Option("--campaign", help="The referral campaign to play forward.")],
+    advocates: Annotated[int, typer.Option(help="How many advocates start sharing.", min=1)] = 40,
+    generations: Annotated[int, typer.Option(help="How many generations friends may go on referring.", min=1)] = 3,
+    days: Annotated[int, typer.Option(help="Days of activity, ending now.", min=1)] = 60,
+    seed: Annotated[int, typer.Option(help="The same seed replays the same programme.")] = 7,
+) -> None:
+    """Play a referral programme forward for a demo: shares, clicks, signups, orders, refunds, cascades."""
+    from rich.progress import Progress
+
+    from engine.simulation import simulate_programme
+    from graph.model import Segment
+
+    with _service(ctx) as service:
+        service.get_campaign(campaign)
+        wanted = {Segment.INFLUENCER, Segment.ADVOCATE, Segment.PROSUMER}
+        pool = sorted(s.customer_id for s in service.store.iter_scores() if s.segment in wanted)
+        if not pool:
+            pool = sorted(c.id for c in service.store.iter_customers())[: advocates * 5]
+        starters = random.Random(seed).sample(pool, min(advocates, len(pool)))
+        with Progress(transient=True) as bar:
+            task = bar.add_task("simulating orders", total=None)
+            report = simulate_programme(
+                service.store,
+                campaign,
+                starters,
+                generations=generations,
+                days=days,
+                seed=seed,
+                progress=lambda n: bar.advance(task, n),
+            )
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(report.by_status.items()))
+    typer.echo(
+        f"simulated {report.generations} generation(s) from {len(starters)} advocates: {report.clicks} clicks, "
+        f"{report.signups} signups, {report.orders} orders ({statuses}), {report.refunds} refunds, "
+        f"{report.rewards_moved} rewards moved on"
+    )

@@ -13,6 +13,14 @@ echo "demo: seeding $customers customers into $ADVOCACY_STORE (seed 7; rerunning
 "$BIN/advocacy" stats
 echo "demo: analysing the network"
 "$BIN/advocacy" analyse
+if ! "$BIN/advocacy" campaign list --json 2>/dev/null | grep -q '"id": *"spring"'; then
+    echo "demo: a referral campaign, 60 days of referrals played through the real rules, and an outreach"
+    "$BIN/advocacy" campaign create --file examples/campaign.json
+    "$BIN/advocacy" simulate --campaign spring --advocates 40 --seed 7
+    "$BIN/advocacy" outreach create --file examples/outreach.json
+    ADVOCACY_CONTACT__MAILDIR="${ADVOCACY_CONTACT__MAILDIR:-demo-mail}" "$BIN/advocacy" outreach plan spring-ask
+fi
+"$BIN/advocacy" metrics --campaign spring
 echo
 echo "demo: open http://$host:$port/  (API docs at http://$host:$port/docs; Ctrl-C stops)"
 exec "$BIN/advocacy" serve --host "$host" --port "$port"
