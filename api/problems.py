@@ -156,6 +156,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI answers a body that is not even text with a bare 400, and malformed JSON with 422: a client
+        # gets the one documented "invalid input" problem for both.
+        return await _validation_error(request, _undecodable_body(exc.__cause__))
     try:
         title = HTTPStatus(exc.status_code).phrase
     except ValueError:
@@ -163,6 +167,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else title
     return problem_response(
         request, status=exc.status_code, title=title, detail=detail, headers=getattr(exc, "headers", None)
+    )
+
+
+def _undecodable_body(error: UnicodeDecodeError) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "json_invalid",
+                "loc": ("body", error.start),
+                "msg": f"JSON decode error: the body is not valid {error.encoding} text",
+                "input": {},
+            }
+        ]
     )
 
 

@@ -96,7 +96,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": Problem,
             "description": described.get(status, "Error"),
-            "content": {"application/problem+json": {}},
+            # `model` also lists the shape under application/json; the body is sent as problem+json, so the
+            # schema goes there too, or nothing that reads the document would check a problem's shape.
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for status in statuses
     }

@@ -751,7 +751,7 @@ def _constraints(
             raise InfluenceInputError("max_per_group needs groups: a mapping from customer to community")
         if max_per_group < 1:
             raise InfluenceInputError(f"max_per_group must be >= 1, got {max_per_group}")
-        cap = int(max_per_group)
+        cap = min(int(max_per_group), n + 1)  # above n it caps nothing, and n + 1 fits the int64 the loops use
         labels: dict[int, int] = {}
         for node, g in groups.items():
             i = cg.index.get(node)
@@ -1064,7 +1064,10 @@ def _pagerank_order(cg: CascadeGraph, k: int, cons: _Constraints) -> IntArray:
     src = np.repeat(np.arange(n), np.diff(cg.indptr))
     reverse = nx.DiGraph()
     reverse.add_nodes_from(range(n))
-    reverse.add_weighted_edges_from(zip(cg.indices.tolist(), src.tolist(), cg.probs.tolist(), strict=True))
+    # PageRank divides by each customer's total out-weight, so only ratios matter; scaled so the largest is 1, a
+    # tiny `p` (down to the smallest subnormal float) cannot overflow that division and stall the power iteration.
+    weights = cg.probs / cg.probs.max(initial=np.finfo(np.float64).tiny)
+    reverse.add_weighted_edges_from(zip(cg.indices.tolist(), src.tolist(), weights.tolist(), strict=True))
     rank = nx.pagerank(reverse, weight="weight")
     score = np.fromiter((rank[i] for i in range(n)), np.float64, count=n)
     return _take_in_order(np.lexsort((np.arange(n), -score)), k, cons)

@@ -107,6 +107,32 @@ def test_an_unknown_route_is_a_404_problem(client: TestClient) -> None:
     assert response.json()["instance"] == "/v1/nothing-here"
 
 
+@pytest.mark.parametrize("body", [b"\x80{}", b"{"])
+def test_a_body_that_is_not_json_text_is_the_invalid_input_problem(client: TestClient, body: bytes) -> None:
+    """Schemathesis found bytes that are not UTF-8 answered with FastAPI's bare, undocumented 400."""
+    response = client.put("/v1/customers/c1", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    problem = response.json()
+    assert problem["type"] == "urn:advocacy:problem:validation"
+    assert [error["kind"] for error in problem["errors"]] == ["json_invalid"]
+
+
+def test_every_problem_response_documents_the_problem_shape_under_problem_json(client: TestClient) -> None:
+    """Documented under application/json only, a problem's shape was never checked against what is sent."""
+    spec = client.get("/openapi.json").json()
+    documented = [
+        response["content"][PROBLEM_JSON]
+        for item in spec["paths"].values()
+        for op in item.values()
+        for response in op["responses"].values()
+        if PROBLEM_JSON in response.get("content", {})
+    ]
+    assert len(documented) > 100
+    assert all(content["schema"] == {"$ref": "#/components/schemas/Problem"} for content in documented)
+    assert "Problem" in spec["components"]["schemas"]
+
+
 def test_every_api_operation_is_documented_with_tag_summary_and_problem_responses(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     operations = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]

@@ -180,6 +180,27 @@ def test_targets_before_any_analysis_is_a_problem_saying_to_run_one(client: Test
     assert "no analysis yet" in body["detail"]
 
 
+def test_the_smallest_positive_cascade_probability_still_ranks_by_pagerank(
+    client: TestClient, analysed: dict[str, Any]
+) -> None:
+    """Schemathesis found `p` = 5e-324 overflowing PageRank's normalisation: the power iteration failed, a 500."""
+    response = client.get("/v1/targets", params={"k": 3, "p": 5e-324, "method": "pagerank", **FAST})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["targets"]) == 3
+
+
+def test_a_community_cap_larger_than_any_int64_is_the_same_as_no_cap(
+    client: TestClient, analysed: dict[str, Any]
+) -> None:
+    """Schemathesis found `max_per_community` = 2**64 overflowing the cap's int64: a 500."""
+    capped = client.get("/v1/targets", params={"k": 5, "max_per_community": 2**64, **FAST})
+    uncapped = client.get("/v1/targets", params={"k": 5, **FAST})
+    assert capped.status_code == 200, capped.text
+    assert [t["customer_id"] for t in capped.json()["targets"]] == [
+        t["customer_id"] for t in uncapped.json()["targets"]
+    ]
+
+
 def test_a_forecast_of_three_seeds_has_ranges_around_its_expectations(
     client: TestClient, analysed: dict[str, Any]
 ) -> None:
