@@ -14,6 +14,7 @@ prosumer signal in the graph), invite a friend (who is protected by the same pol
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,6 +60,15 @@ log = logging.getLogger(__name__)
 RETRY_DELAY = timedelta(minutes=5)
 """How long a message waits after a transient delivery failure before a worker tries again."""
 
+OUTREACH_FRESH_S = 2.0
+"""How long `send` trusts an outreach it has read, at least: a pause made elsewhere reaches a worker within this,
+or within `OUTREACH_READ_SHARE` times the read's own duration when that is longer. The record holds its whole
+audience (up to a million ids; 150 ms to read and validate at 100,000), so reading it for every message made a
+campaign quadratic; on a busy machine even one read every 2 s took a large share of a worker's CPU."""
+
+OUTREACH_READ_SHARE = 20
+"""A worker spends at most about 1/20 of its time re-reading outreach records."""
+
 
 class Dispatcher(Protocol):
     """Where `send` runs: inline in this process (embedded mode) or on Celery workers (production)."""
@@ -96,6 +106,8 @@ class OutreachService:
         self.renderer = renderer or KitRenderer()
         self.clock = clock
         self.referrals = ReferralService(store, settings.referral, clock=clock)
+        self._outreach_read: dict[str, tuple[float, Outreach]] = {}
+        """Per outreach id: until when (`time.monotonic`) the copy read is trusted, and the copy."""
 
     # --- templates ---------------------------------------------------------------------------------------------
     def save_template(self, template: Template, *, by: str) -> Template:
@@ -125,6 +137,7 @@ class OutreachService:
                 self.store.get_template(template_id)
             draft = outreach.model_copy(update={"status": OutreachStatus.DRAFT, "started_at": None})
             self.store.save_outreach(draft)
+            self._outreach_read.pop(draft.id, None)
             return draft
         raise LedgerConflict(f"outreach {outreach.id!r} exists")
 
@@ -165,6 +178,7 @@ class OutreachService:
         if outreach.status is OutreachStatus.DRAFT:
             outreach = outreach.model_copy(update={"status": OutreachStatus.RUNNING, "started_at": self.clock()})
             self.store.save_outreach(outreach)
+            self._outreach_read.pop(outreach_id, None)
         return outreach
 
     def plan(self, outreach_id: str) -> PlanReport:
@@ -194,6 +208,7 @@ class OutreachService:
             raise PolicyViolation(f"outreach {outreach_id!r} has not been launched; launch it to start it")
         updated = outreach.model_copy(update={"status": status})
         self.store.save_outreach(updated)
+        self._outreach_read.pop(outreach_id, None)
         return updated
 
     def due(self, *, limit: int = 1000, outreach_id: str | None = None) -> list[str]:
@@ -218,7 +233,7 @@ class OutreachService:
 
     def _send_claimed(self, message: OutboxMessage, now: datetime) -> OutboxMessage:
         if message.kind is not MessageKind.TRANSACTIONAL:
-            outreach = self.store.get_outreach(message.outreach_id)
+            outreach = self._recent_outreach(message.outreach_id)
             if outreach.status is OutreachStatus.PAUSED:
                 later = now + timedelta(hours=1)
                 return self._finish(message, MessageStatus.QUEUED, not_before=later, reason=HoldReason.PAUSED)
@@ -470,6 +485,19 @@ class OutreachService:
     @property
     def _unsubscribe_secret(self) -> str:
         return self.settings.contact.unsubscribe_secret.get_secret_value()
+
+    def _recent_outreach(self, outreach_id: str) -> Outreach:
+        """The outreach as read a moment ago (see `OUTREACH_FRESH_S`); this service's own changes drop it at once."""
+        started = time.monotonic()
+        read = self._outreach_read.get(outreach_id)
+        if read is not None and started < read[0]:
+            return read[1]
+        outreach = self.store.get_outreach(outreach_id)
+        took = time.monotonic() - started
+        if len(self._outreach_read) >= 64:
+            self._outreach_read.clear()
+        self._outreach_read[outreach_id] = (started + max(OUTREACH_FRESH_S, OUTREACH_READ_SHARE * took), outreach)
+        return outreach
 
     def _all_messages(self, outreach_id: str) -> Iterator[OutboxMessage]:
         after: str | None = None
