@@ -56,7 +56,7 @@ from neo4j.exceptions import (
     TransientError,
 )
 
-from graph import cypher, outreach_cypher, program_cypher
+from graph import access_cypher, cypher, outreach_cypher, program_cypher
 from graph.errors import AdvocacyError, InvalidInput, NotFound, StoreUnavailable
 from graph.factory import redact
 from graph.model import (
@@ -73,6 +73,7 @@ from graph.model import (
     Influence,
     Referral,
 )
+from graph.neo4j_access import Neo4jAccess
 from graph.neo4j_outreach import Neo4jOutreach
 from graph.neo4j_program import EPOCH, Neo4jProgram, from_us, to_us
 from graph.outreach import Outreach, customer_key, without_person
@@ -101,8 +102,15 @@ _SCHEMA_RACES: Final = frozenset(
 
 _us = to_us
 _from_us = from_us
-_SCHEMA: Final = cypher.SCHEMA + program_cypher.PROGRAM_SCHEMA + outreach_cypher.OUTREACH_SCHEMA
-_SCHEMA_NAMES: Final = cypher.SCHEMA_NAMES + program_cypher.PROGRAM_SCHEMA_NAMES + outreach_cypher.OUTREACH_SCHEMA_NAMES
+_SCHEMA: Final = (
+    cypher.SCHEMA + program_cypher.PROGRAM_SCHEMA + outreach_cypher.OUTREACH_SCHEMA + access_cypher.ACCESS_SCHEMA
+)
+_SCHEMA_NAMES: Final = (
+    cypher.SCHEMA_NAMES
+    + program_cypher.PROGRAM_SCHEMA_NAMES
+    + outreach_cypher.OUTREACH_SCHEMA_NAMES
+    + access_cypher.ACCESS_SCHEMA_NAMES
+)
 
 
 def _json(value: Any, what: str) -> str:
@@ -262,7 +270,7 @@ def _scrub_mentions(tx: ManagedTransaction, customer_id: str) -> None:
         tx.run(program_cypher.REWRITE_CONVERSION_TEXT, rows=rows).consume()
 
 
-class Neo4jStore(Neo4jOutreach, Neo4jProgram, RowWriter):
+class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
     """The customer graph, the referral programme and its outreach in Neo4j 5; see the module docstring for
     transactions, `graph.cypher`, `graph.program_cypher` and `graph.outreach_cypher` for the model.
 
@@ -511,6 +519,7 @@ class Neo4jStore(Neo4jOutreach, Neo4jProgram, RowWriter):
             session.run(cypher.DELETE_ALL).consume()
             session.run(program_cypher.DELETE_PROGRAM).consume()
             session.run(outreach_cypher.DELETE_OUTREACH).consume()
+            session.run(access_cypher.DELETE_ACCESS).consume()
 
     # --- reads -----------------------------------------------------------------------------------------------------
     def get_customer(self, customer_id: str) -> Customer:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Final, Protocol, runtime_checkable
 
+from graph.access_store import AccessStore
 from graph.outreach_store import OutreachStore
 from graph.program import (
     Attribution,
@@ -212,5 +213,5 @@ class ProgramStore(Protocol):
 
 
 @runtime_checkable
-class Store(GraphStore, ProgramStore, OutreachStore, Protocol):
+class Store(GraphStore, ProgramStore, OutreachStore, AccessStore, Protocol):
     """What the engine's services take: the customer graph, the programme and the outreach, in one store."""

@@ -13,7 +13,8 @@ iterator may be advanced from any thread (Starlette streams sync iterators throu
 Times are stored as integer microseconds since the Unix epoch (UTC): exact, compact, and ordered for `MAX`.
 
 The referral programme (`ProgramStore`) lives in the same file; its methods are `graph.sqlite_program.SqliteProgram`.
-So do templates, outreach plans, the outbox and suppressions (`OutreachStore`): `graph.sqlite_outreach.SqliteOutreach`.
+So do templates, outreach plans, the outbox and suppressions (`OutreachStore`): `graph.sqlite_outreach.SqliteOutreach`,
+and API keys, used token ids and idempotency records (`AccessStore`): `graph.sqlite_access.SqliteAccess`.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ from graph.model import (
     Influence,
     Referral,
 )
+from graph.sqlite_access import ACCESS_TABLES, SCHEMA_V4, SqliteAccess
 from graph.sqlite_outreach import OUTREACH_TABLES, SCHEMA_V3, SqliteOutreach
 from graph.sqlite_program import _EPOCH, PROGRAM_TABLES, SCHEMA_V2, SqliteProgram, _from_us, _opt_us, _to_us
 from graph.store import RowWriter
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Stored in `PRAGMA user_version`; bump it and add a step to `_MIGRATIONS` when the schema changes."""
 
 _SCHEMA_V1 = (
@@ -120,7 +122,7 @@ _SCHEMA_V1 = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4}
 """Statements that bring a file from version n-1 to version n."""
 
 _UPSERT_CUSTOMER = """
@@ -274,7 +276,7 @@ def _referral_edge(row: Row) -> EdgeRecord:
     return EdgeRecord(row[0], row[1], EdgeType.REFERRED, row[2], 1.0, _EPOCH + timedelta(microseconds=row[3]))
 
 
-class SqliteStore(SqliteOutreach, SqliteProgram, RowWriter):
+class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
     """The customer graph, the referral programme and outreach in one SQLite file; see the module docstring."""
 
     _pid: int
@@ -633,7 +635,7 @@ class SqliteStore(SqliteOutreach, SqliteProgram, RowWriter):
     def delete_all(self) -> None:
         def work(conn: _Connection) -> None:
             graph_tables = ("scores", "events", "referrals", "influences", "customers", "runs", "erasure_tally")
-            for table in (*OUTREACH_TABLES, *PROGRAM_TABLES, *graph_tables):
+            for table in (*ACCESS_TABLES, *OUTREACH_TABLES, *PROGRAM_TABLES, *graph_tables):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - table names are constants
 
         self._run(work, write=True)
