@@ -7,17 +7,25 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from api import idempotency
+from api.auth import RateLimits, SignInRequired, authorise, limit_public
 from api.deps import ContactHolder, StoreHolder
+from api.idempotency import IdempotencyMiddleware
+from api.observability import install_observability
 from api.problems import install_problem_handlers
-from api.routes import ROUTERS
+from api.routes import ROUTERS, Guard
+from api.schemas import problem_responses
 from engine.settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -42,6 +50,11 @@ TAGS = [
     {"name": "kits", "description": "What customers ask for and send back: their kit, ideas, invitations."},
     {"name": "public", "description": "Links and pages a friend sees: `/r/{code}` and the landing page."},
     {"name": "unsubscribe", "description": "The signed one-click unsubscribe link in every message (RFC 8058)."},
+    {"name": "relationships", "description": "Referral and influence ties: read them, add them in batches."},
+    {"name": "events", "description": "What customers did: purchases, reviews, ideas, feedback, shares."},
+    {"name": "segments", "description": "Influencers, prosumers, advocates, passives, do-not-ask: counts and members."},
+    {"name": "preferences", "description": "Consent per channel, unsubscribe, locale and time zone: the customer's."},
+    {"name": "access", "description": "Who a credential is, customer tokens for front ends, and API keys."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 
@@ -51,6 +64,13 @@ and advocates and explain why.
 
 Every error is an RFC 9457 problem (`application/problem+json`). A store that cannot be reached answers 503 with
 `Retry-After`.
+
+**Credentials.** Marketers and the merchant's backend send an API key, `Authorization: Bearer adv_…`; each key has
+scopes (`read`, `customers:write`, `analysis:run`, `campaigns:write`, `orders:write`, `rewards:write`,
+`tokens:issue`, `admin`). A customer's browser sends a short-lived customer token (an HS256 JWT the merchant's
+backend signs, or gets from `POST /v1/customer-tokens`) and reaches only that customer's own routes. Lists page with
+opaque cursors. POSTs that create or pay accept an `Idempotency-Key`. Requests are rate limited per credential and,
+on public routes, per client address (429 with `Retry-After`).
 """
 
 
@@ -102,12 +122,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store_holder = holder
     app.state.contact_holder = contact
     app.state.templates = _templates()
+    app.state.rate_limits = RateLimits(settings)
     install_problem_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
+    app.add_exception_handler(SignInRequired, _sign_in)
+    for router, guard in ROUTERS:
+        app.include_router(router, **_guarded(guard))
+    app.add_middleware(IdempotencyMiddleware)
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", idempotency.REPLAYED, "Location"],
+            allow_credentials=False,  # the widget sends a bearer token, never our cookies
+            max_age=600,
+        )
+    _document_extras(app)
+    install_observability(app, dependencies=[Depends(authorise)])  # Prometheus scrapes with a `read` key
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
     return app
+
+
+async def _sign_in(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
+
+
+def _guarded(guard: Guard) -> dict[str, Any]:
+    """`include_router` arguments for a router's guard (see `api.routes`)."""
+    if guard == "v1":
+        return {"dependencies": [Depends(authorise)], "responses": problem_responses(401, 403, 429)}
+    if guard == "public":
+        return {"dependencies": [Depends(limit_public)], "responses": problem_responses(429)}
+    return {}
+
+
+def _document_extras(app: FastAPI) -> None:
+    """Add what FastAPI cannot infer to the OpenAPI document: the `Idempotency-Key` header."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            idempotency.document(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -259,8 +259,9 @@ def serve_command(
 
 
 # --- Commands from other modules --------------------------------------------------------------------------------
-from api import cli_analysis, cli_outreach, cli_program  # noqa: E402 - registered after the core commands so `--help` lists them last
+from api import cli_access, cli_analysis, cli_outreach, cli_program  # noqa: E402 - registered after the core commands so `--help` lists them last
 
 cli_analysis.register(app)
 cli_program.register(app)
 cli_outreach.register(app)
+cli_access.register(app)

@@ -27,6 +27,7 @@ from graph.errors import (
     NotFound,
     PolicyViolation,
     StoreUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -44,6 +45,7 @@ _SLUGS: dict[type[AdvocacyError], str] = {
     StoreUnavailable: "store-unavailable",
     Unauthorized: "unauthorized",
     Forbidden: "forbidden",
+    TooManyRequests: "too-many-requests",
 }
 
 
@@ -110,6 +112,10 @@ async def _advocacy_error(request: Request, exc: Exception) -> Response:
         headers["Retry-After"] = str(exc.retry_after_s)
         extensions["dependency"] = "store"
         log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc.detail)
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="advocacy"'
     if isinstance(exc, InvalidInput) and exc.problems:
         errors = [{"source": p.source, "line": p.line, "reason": p.reason} for p in exc.problems]
     if exc.status >= 500 and not isinstance(exc, StoreUnavailable):

@@ -87,9 +87,12 @@ class Problem(_Out):
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` entry documenting error statuses as problem details."""
     described = {
+        401: "No valid credentials: send `Authorization: Bearer <API key or customer token>`",
+        403: "The credential may not do this (missing scope, or another customer's data)",
         404: "Not found",
         409: "Refused by policy or in conflict",
         422: "Invalid input (unknown or malformed fields, mismatched ids, bad cursor)",
+        429: "Too many requests; retry after `Retry-After` seconds",
         503: "The store is not answering; retry after `Retry-After` seconds",
     }
     return {

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from celery import Celery
 
+from engine.observability import install_task_context
 from engine.settings import Settings, get_settings
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    install_task_context(settings)
     app = Celery("advocacy", broker=settings.broker_url, backend=settings.result_backend, include=["engine.tasks"])
     app.conf.update(
         task_serializer="json",

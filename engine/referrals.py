@@ -105,6 +105,20 @@ class ReferralService:
         self.store.save_campaign(campaign)
         return campaign
 
+    def change_campaign_status(self, campaign_id: str, status: CampaignStatus) -> Campaign:
+        """Pause, resume or end a campaign; setting the status it already has changes nothing.
+
+        Ending is final, as revoking a code is: an ended campaign's links and rewards would otherwise come back.
+        """
+        campaign = self.store.get_campaign(campaign_id)
+        if campaign.status is status:
+            return campaign
+        if campaign.status is CampaignStatus.ENDED:
+            raise PolicyViolation(f"campaign {campaign_id!r} has ended; create a new campaign instead of reviving it")
+        changed = campaign.model_copy(update={"status": status})
+        self.store.save_campaign(changed)
+        return changed
+
     def get_campaign(self, campaign_id: str) -> Campaign:
         return self.store.get_campaign(campaign_id)
 

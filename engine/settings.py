@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.contact_policy import ContactPolicy
@@ -22,6 +23,45 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     public_base_url: str = "http://127.0.0.1:8000"
+    customer_token_keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {"k1": SecretStr("dev-only-customer-token-key-change-me")}
+    )
+    """Keys the merchant's backend signs customer tokens with (HS256), by `kid`; keep the old one while rotating."""
+    customer_token_kid: str = "k1"  # noqa: S105 - a key id, not a key
+    """The key this engine signs with when it issues a customer token itself (`POST /v1/customer-tokens`)."""
+    customer_token_max_ttl_s: int = Field(default=3600, ge=60, le=86400)
+    """A customer token living longer than this is refused, whoever signed it: tokens are meant to be short-lived."""
+    session_secret: SecretStr = SecretStr("dev-only-session-secret-change-me-now")
+    """Signs the page session cookies of marketers (after signing in with a key) and customers."""
+    session_ttl_s: int = Field(default=8 * 3600, ge=300, le=7 * 86400)
+    secure_cookies: bool = False
+    """Mark session cookies `Secure`; turn on wherever the app is served over HTTPS (it should be)."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins whose pages may call the API from a browser (the share widget on the merchant's site)."""
+    rate_limit_public: str = "120/minute"
+    """Per client IP on public routes (`/r/{code}`, landing, unsubscribe, sign-in): `limits` notation."""
+    rate_limit_key: str = "6000/minute"
+    """Per API key or customer on `/v1`."""
+    rate_limit_storage: str = "memory://"
+    """`memory://` for one process; `redis://host:port/db` so several API processes share the counts."""
+    trust_forwarded_for: bool = False
+    """Take the client IP from `X-Forwarded-For` (only behind a proxy that sets it)."""
+    idempotency_ttl_s: int = Field(default=86400, ge=60, le=30 * 86400)
+    """How long a POST's `Idempotency-Key` replays the first response."""
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _strong_keys(self) -> ApiSettings:
+        """HS256 keys shorter than the hash are guessable offline from one token (RFC 7518 section 3.2)."""
+        keys = {f"customer_token_keys.{kid}": key for kid, key in self.customer_token_keys.items()}
+        keys["session_secret"] = self.session_secret
+        short = [name for name, key in keys.items() if len(key.get_secret_value().encode()) < 32]
+        if short:
+            raise ValueError(f"{', '.join(short)}: a signing key needs at least 32 bytes")
+        if self.customer_token_kid not in self.customer_token_keys:
+            raise ValueError(f"customer_token_kid {self.customer_token_kid!r} is not one of customer_token_keys")
+        return self
 
 
 class AnalysisSettings(BaseModel):

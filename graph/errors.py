@@ -86,3 +86,14 @@ class StoreUnavailable(AdvocacyError):
     status = 503
     title = "Service unavailable"
     retry_after_s: int = 5
+
+
+class TooManyRequests(AdvocacyError):
+    """A caller went over its request rate; `retry_after_s` says when the window lets it in again."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

@@ -21,6 +21,30 @@ if ! "$BIN/advocacy" campaign list --json 2>/dev/null | grep -q '"id": *"spring"
     ADVOCACY_CONTACT__MAILDIR="${ADVOCACY_CONTACT__MAILDIR:-demo-mail}" "$BIN/advocacy" outreach plan spring-ask
 fi
 "$BIN/advocacy" metrics --campaign spring
+
+export ADVOCACY_API__PUBLIC_BASE_URL="http://$host:$port"
+key="$("$BIN/advocacy" keys create "demo $(date -u +%FT%TZ)" --scope admin --quiet)"
+advocate="$("$BIN/python" - <<'PY'
+from engine.settings import get_settings
+from graph.factory import open_store
+
+store = open_store(get_settings().store)
+try:
+    codes = store.list_codes(campaign_id="spring")
+    print(codes[0].customer_id if codes else "")
+finally:
+    store.close()
+PY
+)"
 echo
-echo "demo: open http://$host:$port/  (API docs at http://$host:$port/docs; Ctrl-C stops)"
+echo "demo: open http://$host:$port/ and sign in with this API key (admin scope; shown once, stored hashed):"
+echo
+echo "    $key"
+echo
+if [ -n "$advocate" ]; then
+    echo "demo: an advocate's own page ($advocate), a one-time link valid for an hour:"
+    echo "    $("$BIN/advocacy" token "$advocate" --ttl 3600 --link)"
+    echo "    (\`advocacy token $advocate --link\` makes another)"
+fi
+echo "demo: API docs at http://$host:$port/docs; call the API with 'Authorization: Bearer <key>'. Ctrl-C stops."
 exec "$BIN/advocacy" serve --host "$host" --port "$port"

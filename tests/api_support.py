@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from engine.access import issue_customer_token, new_api_key
 from engine.settings import Settings
 from graph.factory import open_store
-from graph.model import Segment
+from graph.model import Segment, utcnow
 from graph.store import GraphStore
 from tests.factories import make_customer, make_influence, make_referral, make_run, make_scores
 
@@ -32,11 +34,43 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @contextmanager
-def api_client(store_url: str) -> Iterator[TestClient]:
-    """The real app, lifespan included; server errors come back as responses, as a client would see them."""
+def api_client(store_url: str, *, scopes: tuple[str, ...] = ("admin",)) -> Iterator[TestClient]:
+    """The real app, lifespan included, signed in with a fresh API key holding `scopes` (no scopes: anonymous).
+
+    Server errors come back as responses, as a client would see them.
+    """
     app = create_app(Settings(store=store_url))
     with TestClient(app, raise_server_exceptions=False) as client:
+        if scopes:
+            sign_in(client, scopes)
         yield client
+
+
+def grant_key(client: TestClient, scopes: tuple[str, ...] = ("admin",), *, name: str = "test key") -> str:
+    """Create an API key in the app's store, as `advocacy keys create` would, and return the key."""
+    record, key = new_api_key(name, scopes, now=utcnow())
+    client.app.state.store_holder.get().save_api_key(record)  # type: ignore[attr-defined]
+    return key
+
+
+def sign_in(client: TestClient, scopes: tuple[str, ...] = ("admin",)) -> TestClient:
+    """Send a new key with `scopes` on every request of `client`."""
+    client.headers["Authorization"] = f"Bearer {grant_key(client, scopes)}"
+    return client
+
+
+def customer_token(client: TestClient, customer_id: str, *, ttl_s: int = 900, now: datetime | None = None) -> str:
+    """A customer token signed with the app's current key, as the merchant's backend would sign it."""
+    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    keys = {kid: key.get_secret_value() for kid, key in settings.api.customer_token_keys.items()}
+    token, _ = issue_customer_token(
+        keys, settings.api.customer_token_kid, customer_id, now=now or utcnow(), ttl=timedelta(seconds=ttl_s)
+    )
+    return token
+
+
+def as_customer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @contextmanager

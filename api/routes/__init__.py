@@ -1,43 +1,67 @@
-"""The app's routers. Each is included separately so a later issue can guard one with its own dependency,
-e.g. `app.include_router(customers.router, dependencies=[Depends(require_marketer_key)])`."""
+"""The app's routers, each with the guard it is included behind (see `api.app.create_app`).
+
+- `v1`: every `/v1` route answers to `api.auth.authorise` and its `POLICY` table (marketer keys with scopes,
+  customer tokens for a customer's own routes);
+- `public`: friends' and customers' browsers following signed or public links; limited per client IP;
+- `webhook`: authenticated by the sender's signature, not by a key;
+- `open`: probes and pages, which check their own sessions.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter
 
 from api.routes import (
+    access,
     analysis,
+    campaign_lifecycle,
     contact,
     conversions,
     customers,
+    events,
     graph,
     health,
+    kit_material,
     outreach,
     pages,
+    preferences,
     program_metrics,
     referrals,
+    relationships,
     rewards,
+    segments,
     targets,
+    widget,
 )
 
-ROUTERS: tuple[APIRouter, ...] = (
-    health.router,
-    customers.router,
-    graph.router,
-    analysis.router,
-    targets.router,
-    referrals.router,
-    conversions.router,
-    rewards.router,
-    program_metrics.router,
-    outreach.router,
-    contact.router,
-    conversions.webhook_router,
-    referrals.public_router,
-    contact.public_router,
-    pages.router,
+Guard = Literal["v1", "public", "webhook", "open"]
+
+ROUTERS: tuple[tuple[APIRouter, Guard], ...] = (
+    (health.router, "open"),
+    (access.router, "v1"),
+    (customers.router, "v1"),
+    (graph.router, "v1"),
+    (analysis.router, "v1"),
+    (targets.router, "v1"),
+    (referrals.router, "v1"),
+    (conversions.router, "v1"),
+    (rewards.router, "v1"),
+    (program_metrics.router, "v1"),
+    (outreach.router, "v1"),
+    (contact.router, "v1"),
+    (relationships.router, "v1"),
+    (events.router, "v1"),
+    (events.customer_router, "v1"),
+    (segments.router, "v1"),
+    (preferences.customer_router, "v1"),
+    (campaign_lifecycle.router, "v1"),
+    (kit_material.customer_router, "v1"),
+    (conversions.webhook_router, "webhook"),
+    (referrals.public_router, "public"),
+    (contact.public_router, "public"),
+    (access.public_router, "public"),
+    (pages.router, "open"),
+    (widget.router, "open"),
 )
-"""Marketer routers first; `contact.router` serves customers asking for their own kit (a customer guard, not the
-marketer's); `conversions.webhook_router` authenticates by signature, and `referrals.public_router` and
-`contact.public_router` serve friends' and customers' browsers from signed links, so none of these takes the
-marketer guard a later issue adds."""

@@ -36,10 +36,11 @@ from api.deps import ContactHolder, send_due
 from api.schemas import CUSTOMER_EXAMPLE, FORECAST_EXAMPLE, RUN_EXAMPLE
 from api.schemas_outreach import OUTREACH_EXAMPLE, TEMPLATE_EXAMPLE, OutreachCreate, TemplateChange, TemplateCreate
 from api.schemas_program import CAMPAIGN_EXAMPLE, CODE_EXAMPLE, ORDER_EXAMPLE, CampaignCreate, OrderRequest
+from engine.access import new_api_key
 from engine.analysis import run_analysis
 from engine.outreach import OutreachService
 from engine.referrals import ReferralService
-from engine.settings import Settings
+from engine.settings import ApiSettings, Settings
 from graph.factory import open_store
 from graph.generator import generate_network
 from graph.model import Customer
@@ -102,6 +103,10 @@ def seed(folder: Path) -> None:
         outreach.create_outreach(plan)
         outreach.plan(plan.id)
         send_due(outreach, outreach_id=plan.id)
+
+        record, key = new_api_key("schemathesis", ["admin"], now=SEEDED_AT)
+        store.save_api_key(record)
+        (folder / "api-key").write_text(key)
     finally:
         contact.close()
         store.close()
@@ -119,7 +124,8 @@ def app(seeded: Path, tmp_path: Path) -> Iterator[FastAPI]:
     """A fresh copy of the seeded store and contact limiter for each operation."""
     for name in ("advocacy.db", "contacts.db"):
         shutil.copyfile(seeded / name, tmp_path / name)
-    yield create_app(Settings(store=sqlite_url(tmp_path), contact=contact_settings(tmp_path)))
+    limits = ApiSettings(rate_limit_public="1000000/minute", rate_limit_key="1000000/minute")
+    yield create_app(Settings(store=sqlite_url(tmp_path), contact=contact_settings(tmp_path), api=limits))
     shutdown_lifespans()  # schemathesis started the app's lifespan on the first request; this runs its shutdown
 
 
@@ -185,11 +191,13 @@ def conforms_by_hand(case: ApiCase, response: schemathesis.Response) -> None:
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
 )
-def test_every_operation_answers_as_its_openapi_description_says(case: ApiCase, app: FastAPI) -> None:
+def test_every_operation_answers_as_its_openapi_description_says(case: ApiCase, app: FastAPI, seeded: Path) -> None:
+    """As an admin key: the authorisation matrix is `test_api_auth.py`'s; here every operation's own logic runs."""
+    headers = {"Authorization": f"Bearer {(seeded / 'api-key').read_text()}"}
     if case.operation.label not in TUPLE_RESPONSES:
-        case.call_and_validate(app=app, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
+        case.call_and_validate(app=app, checks=CHECKS, timeout=REQUEST_TIMEOUT_S, headers=headers)
         return
-    response = case.call_and_validate(app=app, checks=BY_HAND_CHECKS, timeout=REQUEST_TIMEOUT_S)
+    response = case.call_and_validate(app=app, checks=BY_HAND_CHECKS, timeout=REQUEST_TIMEOUT_S, headers=headers)
     conforms_by_hand(case, response)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from api.auth import MARKETER_COOKIE
+from engine.access import issue_session
+from graph.model import utcnow
 from graph.sqlite_store import SqliteStore
 from tests.api_support import PROBLEM_JSON, api_client, sqlite_url
 
@@ -22,7 +26,9 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 @pytest.fixture
 def down() -> Iterator[TestClient]:
-    with api_client(UNREACHABLE_NEO4J) as c:
+    """A client holding a well-formed key: checking it needs the store, which is down, so the answer is 503."""
+    with api_client(UNREACHABLE_NEO4J, scopes=()) as c:
+        c.headers["Authorization"] = "Bearer adv_0123456789ab_" + "k" * 43
         yield c
 
 
@@ -69,6 +75,12 @@ def test_with_an_unreachable_store_api_routes_answer_503_with_retry_after(
 
 
 def test_with_an_unreachable_store_the_dashboard_is_a_503_page_not_a_stack_trace(down: TestClient) -> None:
+    """A signed-in marketer (checking the session's key needs the store) sees a 503 page, not a sign-in loop."""
+    settings = down.app.state.settings  # type: ignore[attr-defined]
+    session, _ = issue_session(
+        settings.api.session_secret.get_secret_value(), "marketer", "0123456789ab", now=utcnow(), ttl=timedelta(hours=1)
+    )
+    down.cookies.set(MARKETER_COOKIE, session)
     response = down.get("/", headers={"accept": "text/html"})
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("text/html")

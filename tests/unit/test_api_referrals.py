@@ -22,7 +22,7 @@ from api.deps import get_clock
 from engine.settings import Settings
 from graph.program import CampaignStatus, CodeStatus
 from graph.program_store import Store
-from tests.api_support import PROBLEM_JSON, opened, sqlite_url
+from tests.api_support import PROBLEM_JSON, opened, sign_in, sqlite_url
 from tests.factories import BASE_TIME, make_customer
 
 START = BASE_TIME + timedelta(days=30)
@@ -61,7 +61,7 @@ def program_client(url: str, clock: Clock, **settings: Any) -> Iterator[TestClie
     app = create_app(Settings(store=url, **settings))
     app.dependency_overrides[get_clock] = lambda: clock
     with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
+        yield sign_in(c)
 
 
 @pytest.fixture
@@ -361,6 +361,7 @@ def test_one_browser_clicking_twice_counts_as_one_visitor(
 def test_the_link_over_https_sets_a_secure_cookie(url: str, people: dict[str, str]) -> None:
     app = create_app(Settings(store=url))
     with TestClient(app, base_url="https://testserver") as secure:
+        sign_in(secure)
         post_campaign(secure)
         code = issue_code(secure, "ada")
         assert "secure" in cookie_attributes(follow(secure, code))

@@ -1,0 +1,59 @@
+"""`/v1/customers/{id}/preferences`: a customer's contact preferences, which they read and change themselves
+(`engine.preferences`). Everything here is on `customer_router`: a customer's own data, nobody else's."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path
+
+from api.deps import ClockDep, StoreDep
+from api.schemas import problem_responses
+from api.schemas_customers import Preferences
+from engine.preferences import PreferenceChange, change_preferences, read_preferences
+
+customer_router = APIRouter(prefix="/v1", tags=["preferences"])
+
+CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
+
+
+@customer_router.get(
+    "/customers/{customer_id}/preferences",
+    summary="A customer's contact preferences",
+    description="Consent per channel, whether and when they unsubscribed (from everything, or from one channel "
+    "through its own link), and the language and time zone messages follow. An unknown customer answers 404.",
+    responses=problem_responses(404, 503),
+)
+def get_preferences(customer_id: CustomerIdPath, store: StoreDep) -> Preferences:
+    return Preferences.of(read_preferences(store, customer_id))
+
+
+@customer_router.put(
+    "/customers/{customer_id}/preferences",
+    summary="Change a customer's contact preferences",
+    description="Sets what the body names and keeps the rest, so a customer is never re-subscribed by a field "
+    "left out. `unsubscribed: true` stops every message on every channel, as the one-click link does, and clears "
+    "every consent; consenting again on a channel an unsubscribe covers (or `unsubscribed: false` after one) "
+    "answers 409, since a recorded unsubscribe cannot be undone here yet. Asking to unsubscribe and to consent "
+    "at once answers 422. Repeating a change changes nothing.",
+    responses=problem_responses(404, 409, 422, 503),
+)
+def put_preferences(
+    customer_id: CustomerIdPath,
+    body: Annotated[
+        PreferenceChange,
+        Body(
+            openapi_examples={
+                "consent": {"summary": "Email yes, SMS no", "value": {"consent": {"email": True, "sms": False}}},
+                "unsubscribe": {"summary": "Stop everything", "value": {"unsubscribed": True}},
+                "locale": {
+                    "summary": "French, Montreal time",
+                    "value": {"locale": "fr-CA", "timezone": "America/Toronto"},
+                },
+            }
+        ),
+    ],
+    store: StoreDep,
+    clock: ClockDep,
+) -> Preferences:
+    return Preferences.of(change_preferences(store, customer_id, body, clock=clock))
