@@ -1,4 +1,6 @@
-"""Read models for the API and the dashboard: customer pages, the network sample to draw, and the KPI summary.
+"""Read models for the API and the pages: customer pages, the network sample to draw, the KPI summary, and what the
+marketer's programme pages and the customer's own page show (targets with a forecast, one referral from link to
+reward, kit previews, a customer's kit, rewards and preferences).
 
 They only read through a `GraphStore`, streaming its iterators and keeping at most `limit` rows (heaps), so a page
 costs one pass over scores or edges, never the whole graph in memory. The store protocol has no "customers after
@@ -14,13 +16,47 @@ import heapq
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from engine.kits import Kit, load_kit_context
+from engine.preferences import ContactPreferences, read_preferences
+from engine.targeting import (
+    BASELINES,
+    Forecast,
+    Method,
+    Target,
+    TargetChoice,
+    choose_targets,
+    forecast_campaign,
+)
 from graph.errors import InvalidInput, NotFound
 from graph.model import AnalysisRun, Customer, CustomerScores, GraphStats, Segment
+from graph.outreach import AudienceKind, OutboxCounts, Outreach, Template, TemplatePurpose, customer_key
+from graph.program import (
+    MONETARY_KINDS,
+    Attribution,
+    Balance,
+    Campaign,
+    CampaignStatus,
+    Click,
+    CodeStatus,
+    Conversion,
+    ConversionStatus,
+    LedgerEntry,
+    ReferralCode,
+    Reward,
+    RewardRule,
+    RewardSide,
+    Touch,
+)
+from graph.program_store import Store
 from graph.store import GraphStore
+
+if TYPE_CHECKING:
+    from engine.outreach import OutreachService
 
 INFLUENCE_KEYS: tuple[str, ...] = ("influence", "influence_spread", "spread", "pagerank")
 """Score names read as "how much this customer sways others", in order of preference."""
@@ -263,4 +299,432 @@ def dashboard_summary(store: GraphStore, *, top: int = 10) -> DashboardSummary:
         last_run=runs[0] if runs else None,
         segments={segment: segments[segment] for segment in Segment},
         top_influencers=top_influencers,
+    )
+
+
+# --- the marketer's programme pages ---------------------------------------------------------------------------------
+
+PAGE_RUNS = 2000
+"""Monte Carlo runs behind a page's targets and forecast: enough for two significant digits, quick to render."""
+
+BudgetVerdict = Literal["within", "at_risk", "over"]
+
+
+def rewards_per_referral(campaign: Campaign) -> tuple[int, int]:
+    """What one converted referral pays the referrer and the friend, in minor units, for a forecast.
+
+    Fixed monetary amounts only: a milestone pays once per referrer, not per referral, and a percent depends on
+    the order's amount, so both are left out (the forecast page says so).
+
+    >>> from datetime import UTC, datetime
+    >>> from graph.program import RewardKind, RewardRule
+    >>> rules = (RewardRule(id="c", side=RewardSide.REFERRER, kind=RewardKind.CREDIT, amount_minor=1000),
+    ...          RewardRule(id="m", side=RewardSide.REFERRER, kind=RewardKind.CASH, amount_minor=5000, milestone=3),
+    ...          RewardRule(id="f", side=RewardSide.FRIEND, kind=RewardKind.DISCOUNT, amount_minor=500))
+    >>> rewards_per_referral(Campaign(id="s", name="S", rewards=rules, created_at=datetime(2024, 1, 1, tzinfo=UTC)))
+    (1000, 500)
+    """
+
+    def fixed(side: RewardSide) -> int:
+        return sum(
+            rule.amount_minor
+            for rule in campaign.rewards
+            if rule.side is side and rule.kind in MONETARY_KINDS and rule.milestone is None and rule.percent is None
+        )
+
+    return fixed(RewardSide.REFERRER), fixed(RewardSide.FRIEND)
+
+
+def budget_verdict(
+    expected_cost: float, cost_range: tuple[float, float], budget_minor: int | None
+) -> BudgetVerdict | None:
+    """Whether a forecast's reward cost fits a budget: surely, probably but not surely (the range's top is over
+    it), or not even on average. None without a budget.
+
+    >>> budget_verdict(800, (500, 900), 1000), budget_verdict(800, (500, 1100), 1000)
+    ('within', 'at_risk')
+    >>> budget_verdict(1200, (900, 1500), 1000), budget_verdict(1200, (900, 1500), None)
+    ('over', None)
+    """
+    if budget_minor is None:
+        return None
+    if expected_cost > budget_minor:
+        return "over"
+    if cost_range[1] > budget_minor:
+        return "at_risk"
+    return "within"
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastView:
+    """A forecast for the picked targets under a campaign's rewards, or why there is none."""
+
+    forecast: Forecast | None
+    problem: str | None
+    currency: str
+    referrer_minor: int
+    friend_minor: int
+    budget_minor: int | None
+    verdict: BudgetVerdict | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    target: Target
+    label: str
+    picked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TargetsView:
+    """The chosen targets with their names and whether the marketer kept each, and the forecast for those kept."""
+
+    choice: TargetChoice | None
+    rows: list[TargetRow]
+    problem: str | None
+    forecast: ForecastView | None
+
+    @property
+    def picked(self) -> list[str]:
+        return [row.target.customer_id for row in self.rows if row.picked]
+
+
+def label_of(store: GraphStore, customer_id: str) -> str:
+    """The customer's name for a page, or their id (also once they are erased)."""
+    try:
+        return store.get_customer(customer_id).name or customer_id
+    except NotFound:
+        return customer_id
+
+
+def plan_forecast(
+    store: GraphStore,
+    seeds: Sequence[str],
+    *,
+    campaign: Campaign | None,
+    conversion_rate: float | None = None,
+    budget_minor: int | None = None,
+    seed: int = 0,
+    runs: int = PAGE_RUNS,
+) -> ForecastView:
+    """`engine.targeting.forecast_campaign` for `seeds` at `campaign`'s per-referral rewards, judged against a
+    budget; what stops it (no seeds, no history and no rate) comes back as words for the page."""
+    referrer, friend = rewards_per_referral(campaign) if campaign is not None else (0, 0)
+    currency = campaign.currency if campaign is not None else "EUR"
+
+    def view(forecast: Forecast | None, problem: str | None) -> ForecastView:
+        verdict = budget_verdict(forecast.expected_cost, forecast.cost_range, budget_minor) if forecast else None
+        return ForecastView(forecast, problem, currency, referrer, friend, budget_minor, verdict)
+
+    if not seeds:
+        return view(None, "pick at least one customer to see what asking them would bring")
+    try:
+        forecast = forecast_campaign(
+            store,
+            seeds,
+            conversion_rate=conversion_rate,
+            reward_per_referral=float(referrer),
+            friend_reward=float(friend),
+            runs=runs,
+            seed=seed,
+        )
+    except (InvalidInput, NotFound) as exc:
+        return view(None, exc.detail)
+    return view(forecast, None)
+
+
+def targets_view(
+    store: GraphStore,
+    *,
+    k: int,
+    campaign: Campaign | None,
+    picked: Collection[str] | None = None,
+    conversion_rate: float | None = None,
+    budget_minor: int | None = None,
+    seed: int = 0,
+    runs: int = PAGE_RUNS,
+    baselines: Sequence[Method] = BASELINES,
+) -> TargetsView:
+    """The `k` targets `choose_targets` picks (a fixed seed, so the page and the launch agree), the ones kept
+    (`picked`; None keeps all) and the forecast for those. Before any analysis the problem says so."""
+    try:
+        choice = choose_targets(store, k=k, seed=seed, mc_runs=runs, baselines=baselines)
+    except InvalidInput as exc:
+        return TargetsView(None, [], exc.detail, None)
+    kept = set(choice.seeds) if picked is None else set(picked)
+    rows = [TargetRow(t, label_of(store, t.customer_id), t.customer_id in kept) for t in choice.targets]
+    seeds = [row.target.customer_id for row in rows if row.picked]
+    forecast = plan_forecast(
+        store,
+        seeds,
+        campaign=campaign,
+        conversion_rate=conversion_rate,
+        budget_minor=budget_minor,
+        seed=seed,
+        runs=runs,
+    )
+    return TargetsView(choice, rows, None, forecast)
+
+
+@dataclass(frozen=True, slots=True)
+class OutreachRow:
+    outreach: Outreach
+    counts: OutboxCounts
+
+
+def outreach_rows(store: Store, *, limit: int = 20) -> list[OutreachRow]:
+    """The newest outreach plans with their outbox counts, newest first (standing invitation plans left out)."""
+    plans = [o for o in store.list_outreach() if o.audience.kind is not AudienceKind.KIT_INVITATIONS]
+    return [OutreachRow(o, store.outbox_counts(o.id)) for o in reversed(plans[-limit:])]
+
+
+# --- following one referral from link to reward ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TouchStep:
+    """A touch the friend made, the click behind it when there is one, and whether attribution chose it."""
+
+    touch: Touch
+    click: Click | None
+    decisive: bool
+    after_order: bool
+    """Made after the order, so it could not have earned it (a later visit, or clocks that disagree)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RewardTrail:
+    reward: Reward
+    entries: list[LedgerEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralTrail:
+    """One order followed back to the link that brought it and forward to the rewards it paid, with the ledger."""
+
+    conversion: Conversion
+    buyer: str
+    referrer: str | None
+    campaign: Campaign | None
+    code: ReferralCode | None
+    touches: list[TouchStep]
+    rewards: list[RewardTrail]
+
+
+def _decisive(touch: Touch, attribution: Attribution | None) -> bool:
+    return (
+        attribution is not None
+        and touch.code == attribution.code
+        and touch.kind is attribution.method
+        and touch.at == attribution.touched_at
+    )
+
+
+def referral_trail(store: Store, order_id: str) -> ReferralTrail:
+    """The conversion of `order_id` (`NotFound` if unknown), the friend's touches within the longest attribution
+    window before it, the code and campaign that earned it, and each reward with its ledger entries."""
+    conversion = store.get_conversion(order_id)
+    order, attribution = conversion.order, conversion.attribution
+    campaigns = store.list_campaigns()
+    window = max((c.attribution.window_days for c in campaigns), default=30)
+    touches = store.touches_for(
+        order.customer_id,
+        click_ids=[order.click_id] if order.click_id else [],
+        since=order.at - timedelta(days=window),
+    )
+    steps = [
+        TouchStep(t, store.get_click(t.click_id) if t.click_id else None, _decisive(t, attribution), t.at > order.at)
+        for t in touches
+    ]
+    code: ReferralCode | None = None
+    campaign: Campaign | None = None
+    if attribution is not None:
+        campaign = next((c for c in campaigns if c.id == attribution.campaign_id), None)
+        try:
+            code = store.get_code(attribution.code)
+        except NotFound:  # the referrer was erased and their codes with them
+            code = None
+    rewards: list[RewardTrail] = []
+    for reward_id in conversion.reward_ids:
+        try:
+            reward = store.get_reward(reward_id)
+        except NotFound:
+            continue
+        rewards.append(RewardTrail(reward, store.ledger_entries(reward_id=reward_id)))
+    return ReferralTrail(
+        conversion=conversion,
+        buyer=label_of(store, order.customer_id),
+        referrer=label_of(store, attribution.referrer_id) if attribution is not None else None,
+        campaign=campaign,
+        code=code,
+        touches=steps,
+        rewards=rewards,
+    )
+
+
+# --- kits: the marketer's preview and the customer's own page -------------------------------------------------------
+
+
+def active_code(service: OutreachService, customer_id: str, campaign_id: str) -> ReferralCode:
+    """The advocate's newest active code in the campaign, issued on first need (as their kit would)."""
+    codes = service.store.list_codes(customer_id=customer_id, campaign_id=campaign_id)
+    active = [c for c in codes if c.status is CodeStatus.ACTIVE]
+    return active[-1] if active else service.referrals.issue_code(customer_id, campaign_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplatePreview:
+    template: Template
+    text: str | None
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KitPreview:
+    customer: Customer
+    campaign: Campaign
+    kit: Kit
+    templates: list[TemplatePreview]
+
+
+def kit_preview(service: OutreachService, customer_id: str, campaign_id: str) -> KitPreview:
+    """A customer's kit and every marketer template rendered for them, as a marketer checks them.
+
+    Unlike `OutreachService.kit` it does not count as the customer's engagement (the marketer looked, not the
+    customer). Like it, it issues the customer's code in the campaign if they have none yet.
+    """
+    store = service.store
+    customer = store.get_customer(customer_id)
+    campaign = store.get_campaign(campaign_id)
+    code = active_code(service, customer_id, campaign_id)
+    link = service.unsubscribe_link(customer_key(customer_id))
+    context = load_kit_context(
+        store,
+        customer_id,
+        code,
+        public_base_url=service.settings.api.public_base_url,
+        unsubscribe_url=link,
+        preferences_url=link,
+    )
+    kit = service.renderer.render_kit(context, marketer=store.list_templates(TemplatePurpose.SHARE))
+    previews: list[TemplatePreview] = []
+    for template in store.list_templates():
+        try:
+            previews.append(TemplatePreview(template, service.renderer.preview(template, context), None))
+        except InvalidInput as exc:
+            previews.append(TemplatePreview(template, None, str(exc)))
+    return KitPreview(customer, campaign, kit, previews)
+
+
+@dataclass(frozen=True, slots=True)
+class MilestoneProgress:
+    """The next milestone reward a referrer can reach and how far they are from it."""
+
+    rule: RewardRule
+    successes: int
+
+    @property
+    def target(self) -> int:
+        return self.rule.milestone or 0
+
+    @property
+    def remaining(self) -> int:
+        return max(self.target - self.successes, 0)
+
+
+def next_milestone(rules: Iterable[RewardRule], successes: int) -> MilestoneProgress | None:
+    """The referrer-side milestone with the smallest count still ahead of `successes`, or None.
+
+    >>> from graph.program import RewardKind
+    >>> rules = [RewardRule(id="b3", side=RewardSide.REFERRER, kind=RewardKind.BADGE, milestone=3),
+    ...          RewardRule(id="b10", side=RewardSide.REFERRER, kind=RewardKind.BADGE, milestone=10)]
+    >>> next_milestone(rules, 1).target, next_milestone(rules, 3).target, next_milestone(rules, 10)
+    (3, 10, None)
+    """
+    ahead = [r for r in rules if r.side is RewardSide.REFERRER and r.milestone is not None and r.milestone > successes]
+    if not ahead:
+        return None
+    return MilestoneProgress(min(ahead, key=lambda r: (r.milestone or 0, r.id)), successes)
+
+
+def successful_referrals(store: Store, customer_id: str, campaign_id: str) -> int:
+    """Friends with a live (attributed or held) conversion the customer referred in the campaign, as milestones
+    count them."""
+    friends: set[str] = set()
+    after: str | None = None
+    while True:
+        page = store.list_conversions(customer_id=customer_id, campaign_id=campaign_id, limit=500, after=after)
+        for conversion in page:
+            attribution = conversion.attribution
+            if (
+                attribution is not None
+                and attribution.referrer_id == customer_id
+                and conversion.status in (ConversionStatus.ATTRIBUTED, ConversionStatus.HELD)
+            ):
+                friends.add(conversion.order.customer_id)
+        if len(page) < 500:
+            return len(friends)
+        after = page[-1].id
+
+
+def default_campaign(campaigns: Sequence[Campaign]) -> Campaign | None:
+    """The campaign a marketer's page starts on: the first running one, else the first one, else None."""
+    running = [c for c in campaigns if c.status is CampaignStatus.ACTIVE]
+    ordered = running or list(campaigns)
+    return ordered[0] if ordered else None
+
+
+def choose_campaign(campaigns: Sequence[Campaign], wanted: str | None) -> Campaign | None:
+    """The campaign a customer's page shows: the running one asked for (`NotFound` if it is not running), else the
+    first running one, else None.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+    >>> cs = [Campaign(id="old", name="Old", status=CampaignStatus.ENDED, created_at=t),
+    ...       Campaign(id="a", name="A", created_at=t), Campaign(id="b", name="B", created_at=t)]
+    >>> choose_campaign(cs, None).id, choose_campaign(cs, "b").id
+    ('a', 'b')
+    """
+    running = [c for c in campaigns if c.status is CampaignStatus.ACTIVE]
+    if wanted is None:
+        return running[0] if running else None
+    chosen = next((c for c in running if c.id == wanted), None)
+    if chosen is None:
+        raise NotFound(f"no running referral campaign {wanted!r}")
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerHome:
+    """What a customer's own page shows: their kit in a running campaign, rewards, progress and preferences."""
+
+    customer: Customer
+    campaign: Campaign | None
+    campaigns: list[Campaign]
+    kit: Kit | None
+    balances: list[Balance]
+    rewards: list[Reward]
+    successes: int
+    milestone: MilestoneProgress | None
+    preferences: ContactPreferences
+
+
+def customer_home(service: OutreachService, customer_id: str, campaign_id: str | None = None) -> CustomerHome:
+    """The customer's page (`OutreachService.kit` counts opening it as engagement and issues their code)."""
+    store = service.store
+    customer = store.get_customer(customer_id)
+    campaigns = store.list_campaigns()
+    campaign = choose_campaign(campaigns, campaign_id)
+    kit = service.kit(customer_id, campaign.id) if campaign is not None else None
+    successes = successful_referrals(store, customer_id, campaign.id) if campaign is not None else 0
+    return CustomerHome(
+        customer=customer,
+        campaign=campaign,
+        campaigns=[c for c in campaigns if c.status is CampaignStatus.ACTIVE],
+        kit=kit,
+        balances=store.balances(customer_id),
+        rewards=store.list_rewards(customer_id=customer_id, limit=200),
+        successes=successes,
+        milestone=next_milestone(campaign.rewards, successes) if campaign is not None else None,
+        preferences=read_preferences(store, customer_id),
     )

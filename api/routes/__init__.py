@@ -26,6 +26,8 @@ from api.routes import (
     kit_material,
     outreach,
     pages,
+    pages_customer,
+    pages_program,
     preferences,
     program_metrics,
     referrals,
@@ -63,5 +65,7 @@ ROUTERS: tuple[tuple[APIRouter, Guard], ...] = (
     (contact.public_router, "public"),
     (access.public_router, "public"),
     (pages.router, "open"),
+    (pages_program.router, "open"),
+    (pages_customer.router, "open"),
     (widget.router, "open"),
 )

@@ -1,55 +1,46 @@
-"""The dashboard in a real headless Chromium: the network is drawn, coloured, clickable, and error-free.
+"""The pages in a real headless Chromium, against the app under uvicorn over a seeded SQLite store.
 
-The browser is Debian's `chromium`, driven over the Chrome DevTools Protocol with the `websockets` client, so no
-browser is downloaded. The app runs under uvicorn in a subprocess over a seeded SQLite store, as in production.
-A full-page screenshot is written to `/tmp/advocacy-dashboard.png` (or `$ADVOCACY_SCREENSHOT`) for a person to see.
+A marketer signs in at `/login` with the keyboard and the dashboard draws the network; a customer opens their
+page from the shop's link, copies their referral link (with the mouse, then with the keyboard), a friend opens it
+in a browser of their own, and the friend's signup and order come back attributed and rewarded. Screenshots go to
+`/tmp/advocacy-*.png` (or next to `$ADVOCACY_SCREENSHOT`) for a person to look at.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
-import json
 import math
 import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
+from engine.access import issue_customer_token, new_api_key
+from engine.settings import Settings
 from graph.factory import open_store
-from graph.model import Segment
+from graph.model import Segment, utcnow
+from tests.e2e.browser_support import Chromium, DevTools, launch_chromium, serve_app
 from tests.factories import make_customer, make_influence, make_referral, make_run, make_scores
+from tests.program_factories import make_campaign
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("ADVOCACY_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path(os.environ.get("ADVOCACY_SCREENSHOT", "/tmp/advocacy-dashboard.png"))
 CUSTOMERS = 60
-WIDTH = 1400
+CAMPAIGN = "spring"
+OFFER = "5 EUR off your first order"
+ADVOCATE = "cust-007"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def seed(url: str) -> None:
-    """Sixty customers in three communities, with hubs, referrals, and scores from one run."""
+def seed(url: str) -> str:
+    """Sixty customers in three communities, with hubs, referrals, scores from one run and a running campaign;
+    returns an admin API key stored the way `advocacy keys create` stores one."""
     rng = random.Random(7)
     ids = [f"cust-{i:03d}" for i in range(CUSTOMERS)]
     community = {cid: i % 3 for i, cid in enumerate(ids)}
@@ -85,182 +76,71 @@ def seed(url: str) -> None:
                 for i, cid in enumerate(ids)
             ]
         )
+        store.save_campaign(make_campaign(id=CAMPAIGN, friend_offer=OFFER, created_at=utcnow()))
+        record, key = new_api_key("browser test", ["admin"], now=utcnow())
+        store.save_api_key(record)
+        return key
     finally:
         store.close()
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """End a process group this test started (uvicorn or chromium and its helpers)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+class App:
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """One server for the module (starting it is most of a test's time); tests only add to its data."""
+    workdir = tmp_path_factory.mktemp("app")
+    store_url = f"sqlite:///{workdir / 'browser.db'}"
+    key = seed(store_url)
+    with serve_app(store_url, workdir) as url:
+        yield App(url, key)
 
 
 @pytest.fixture
-def app_url(tmp_path: Path) -> Iterator[str]:
-    store_url = f"sqlite:///{tmp_path / 'browser.db'}"
-    seed(store_url)
-    port = free_port()
-    env = {**os.environ, "ADVOCACY_STORE": store_url}
-    log = (tmp_path / "uvicorn.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"uvicorn exited: {(tmp_path / 'uvicorn.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("the app did not become ready within 60 s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        stop(server)
-        log.close()
+def chromium(tmp_path: Path) -> Iterator[Chromium]:
+    with launch_chromium(tmp_path) as browser:
+        yield browser
 
 
-class DevTools:
-    """A minimal Chrome DevTools Protocol client: numbered commands, with events kept for inspection."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-        self.events: list[dict[str, Any]] = []
-
-    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
-        msg_id = next(self.ids)
-        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params or {}}))
-        deadline = time.monotonic() + timeout
-        while True:
-            message = json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.01)))
-            if message.get("id") == msg_id:
-                if "error" in message:
-                    raise AssertionError(f"{method} failed: {message['error']}")
-                result: dict[str, Any] = message.get("result", {})
-                return result
-            if "method" in message:
-                self.events.append(message)
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
-        if "exceptionDetails" in result:
-            raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {expression}")
-            time.sleep(0.2)
-
-    def problems(self) -> list[str]:
-        """Console errors, uncaught exceptions and failed loads seen so far."""
-        found = []
-        for event in self.events:
-            params = event.get("params", {})
-            if event["method"] == "Runtime.exceptionThrown":
-                found.append(json.dumps(params.get("exceptionDetails", {}))[:500])
-            elif event["method"] == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append(json.dumps(params.get("args", []))[:500])
-            elif event["method"] == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-                found.append(params["entry"].get("text", "") + " " + params["entry"].get("url", ""))
-        return found
+def shot(name: str) -> Path:
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOT.with_name(f"advocacy-{name}.png")
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[DevTools]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (or deselect with -m 'not browser')")
-    profile = tmp_path / "chromium-profile"
-    process = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-extensions",
-            "--hide-scrollbars",
-            f"--window-size={WIDTH},1000",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (active.exists() and len(active.read_text().splitlines()) >= 2):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = int(active.read_text().splitlines()[0])
-        targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-        page = next(t for t in targets if t["type"] == "page")
-        with connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=30) as ws:
-            tools = DevTools(ws)
-            for domain in ("Runtime", "Log", "Page"):
-                tools.send(f"{domain}.enable")
-            yield tools
-    finally:
-        stop(process)
-        shutil.rmtree(profile, ignore_errors=True)
+def sign_in_with_the_keyboard(page: DevTools, app: App, path: str = "/") -> None:
+    """Open a marketer page signed out: it sends us to `/login`, where the key field has the focus; type the key,
+    Tab to the button, press Enter, and land back on the page."""
+    page.open(f"{app.url}{path}", ready="document.getElementById('key')")
+    assert page.evaluate("location.pathname + location.search") == f"/login?next={path}"
+    page.wait_for("document.activeElement && document.activeElement.id === 'key'")
+    page.type_text(app.key)
+    page.press("Tab")
+    assert page.focused() == "Sign in"
+    page.press("Enter")
+    page.wait_for(f"location.pathname === {path!r} && document.readyState === 'complete'")
 
 
-def screenshot(tools: DevTools, path: Path, *, width: int = 1400, mobile: bool = False) -> None:
-    """The whole page: the viewport is made as tall as the page (twice, since the canvas height follows the
-    viewport's), the network is fitted with the page's own Fit button, then the page is captured."""
+def full_page_with_network(page: DevTools, path: Path, *, width: int = 1400, mobile: bool = False) -> None:
+    """The viewport is made as tall as the page (twice, since the canvas height follows the viewport's), the network
+    is fitted with the page's own Fit button, then the page is captured."""
     for _ in range(2):
-        size = tools.send("Page.getLayoutMetrics")["cssContentSize"]
-        tools.send(
+        size = page.send("Page.getLayoutMetrics")["cssContentSize"]
+        page.send(
             "Emulation.setDeviceMetricsOverride",
             {"width": width, "height": math.ceil(size["height"]), "deviceScaleFactor": 1, "mobile": mobile},
         )
         time.sleep(0.3)
-    tools.evaluate("window.scrollTo(0, 0); document.getElementById('zoom-fit').click()")
+    page.evaluate("window.scrollTo(0, 0); document.getElementById('zoom-fit').click()")
     time.sleep(0.8)  # the fit animation
-    shot = tools.send("Page.captureScreenshot", {"format": "png"})
-    path.write_bytes(base64.b64decode(shot["data"]))
-    tools.send("Emulation.clearDeviceMetricsOverride")
+    path.write_bytes(base64.b64decode(page.send("Page.captureScreenshot", {"format": "png"})["data"]))
+    page.send("Emulation.clearDeviceMetricsOverride")
 
 
 NODE_ON_SCREEN = """(() => {
@@ -286,67 +166,179 @@ COLOURED_PIXELS = """(() => {
 })()"""
 
 
-def test_dashboard_draws_the_seeded_network_without_errors(app_url: str, browser: DevTools) -> None:
-    expected = httpx.get(f"{app_url}/v1/graph/view", params={"limit": 200}, timeout=30).json()
-    assert len(expected["nodes"]) == CUSTOMERS
+def test_a_marketer_signs_in_with_the_keyboard_and_the_dashboard_draws_the_network(
+    app: App, chromium: Chromium
+) -> None:
+    with app.api() as api:
+        expected = api.get("/v1/graph/view", params={"limit": 200}).json()
+    shown, total = len(expected["nodes"]), expected["total_customers"]
+    assert shown >= CUSTOMERS
+    page = chromium.page()
+    sign_in_with_the_keyboard(page, app)
 
-    browser.send("Page.navigate", {"url": f"{app_url}/"})
-    state = browser.wait_for("window.dashboard && window.dashboard.ready && window.dashboard")
+    state = page.wait_for("window.dashboard && window.dashboard.ready && window.dashboard")
     assert state["error"] is None
     assert state["nodesDrawn"] == len(expected["nodes"])
     assert state["edgesDrawn"] == len(expected["edges"])
     assert state["ranked_by"] == "influence"
-    assert browser.evaluate("document.getElementById('network').dataset.nodesDrawn") == str(CUSTOMERS)
-    status = browser.evaluate("document.getElementById('network-status').textContent")
-    assert f"Showing {CUSTOMERS} of {CUSTOMERS} customers" in status
+    status = page.evaluate("document.getElementById('network-status').textContent")
+    assert f"Showing {shown} of {total} customers" in status
+    assert "Signed in as browser test" in page.evaluate("document.querySelector('.signout').innerText")
 
-    pixels = browser.wait_for(f"(() => {{ const p = {COLOURED_PIXELS}; return p.orange > 20 && p; }})()")
+    pixels = page.wait_for(f"(() => {{ const p = {COLOURED_PIXELS}; return p.orange > 20 && p; }})()")
     assert pixels["width"] > 300
     assert pixels["height"] > 300
     assert pixels["blue"] > 20, pixels  # prosumers
     assert pixels["green"] > 20, pixels  # advocates
-
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    screenshot(browser, SCREENSHOT)
+    full_page_with_network(page, SCREENSHOT)
     assert SCREENSHOT.stat().st_size > 20_000
 
     time.sleep(0.5)
-    spot = browser.evaluate(NODE_ON_SCREEN % "cust-002")
-    browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": spot["x"], "y": spot["y"]})
-    tip = browser.wait_for(
+    spot = page.evaluate(NODE_ON_SCREEN % "cust-002")
+    page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": spot["x"], "y": spot["y"]})
+    tip = page.wait_for(
         "(() => { const t = document.querySelector('.vis-tooltip');"
         " return t && getComputedStyle(t).visibility === 'visible' && t.innerText; })()"
     )
     assert "Customer 2" in tip
     assert "Influencer" in tip
 
-    browser.evaluate("document.querySelector('[data-focus-node=cust-000]').click()")
-    why = browser.wait_for(
-        "[...document.querySelectorAll('#node-detail-body dd.why')].map(e => e.textContent).join('')"
-    )
+    page.evaluate("document.querySelector('[data-focus-node=cust-000]').click()")
+    why = page.wait_for("[...document.querySelectorAll('#node-detail-body dd.why')].map(e => e.textContent).join('')")
     assert why.startswith("Customer 0 reaches")
-    assert browser.evaluate("window.dashboard.error") is None
 
-    browser.evaluate("document.querySelector('input[name=colour][value=community]').click()")
-    legend = browser.evaluate("document.getElementById('legend-communities').innerText")
+    page.evaluate("document.querySelector('input[name=colour][value=community]').click()")
+    legend = page.evaluate("document.getElementById('legend-communities').innerText")
     assert "Community 0 (20)" in legend
-    screenshot(browser, SCREENSHOT.with_name(SCREENSHOT.stem + "-selected.png"))
-
-    browser.send(
-        "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    influencers = sum(1 for n in expected["nodes"] if n["segment"] == "influencer")
+    page.evaluate(
+        "(() => { const s = document.getElementById('network-highlight'); s.value = 'segment:influencer';"
+        " s.dispatchEvent(new Event('change')); })()"
     )
+    assert page.evaluate("window.dashboard.highlighted") == influencers == 4
+    assert f"{influencers} of {shown} customers in view highlighted" in page.evaluate(
+        "document.getElementById('network-status').textContent"
+    )
+
+    page.viewport(390, 844, mobile=True)
     time.sleep(0.5)
-    assert browser.evaluate("document.documentElement.scrollWidth") <= 390  # nothing overflows sideways
-    screenshot(browser, SCREENSHOT.with_name(SCREENSHOT.stem + "-mobile.png"), width=390, mobile=True)
-    assert browser.problems() == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing overflows sideways
+    full_page_with_network(page, shot("dashboard-mobile"), width=390, mobile=True)
+    assert page.problems() == []
 
 
-def test_the_api_reference_renders_every_operation_offline(app_url: str, browser: DevTools) -> None:
-    spec = httpx.get(f"{app_url}/openapi.json", timeout=30).json()
+def customer_link(app: App, customer_id: str) -> str:
+    """What the shop's "your referral page" button opens (as `advocacy token <id> --link` prints it)."""
+    settings = Settings()
+    keys = {kid: key.get_secret_value() for kid, key in settings.api.customer_token_keys.items()}
+    token, _ = issue_customer_token(
+        keys, settings.api.customer_token_kid, customer_id, now=utcnow(), ttl=timedelta(minutes=10)
+    )
+    return f"{app.url}/me/enter?token={token}"
+
+
+def test_a_customer_copies_their_link_and_the_friend_who_follows_it_is_attributed_and_rewarded(
+    app: App, chromium: Chromium
+) -> None:
+    page = chromium.page()
+    page.open(customer_link(app, ADVOCATE), ready="document.querySelector('[data-referral-link]')")
+    assert page.evaluate("location.pathname") == "/me"
+    link = page.evaluate("document.getElementById('referral-link').value")
+    code = page.evaluate("document.querySelector('[data-code]').textContent")
+    assert link == f"{app.url}/r/{code}"
+    assert page.evaluate("document.querySelector('[data-friend-offer]').textContent") == OFFER
+
+    chromium.grant_clipboard(app.url)
+    page.click("#copy-link")
+    assert page.wait_for("window.pages.copied") == link
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    assert page.wait_for("document.getElementById('copy-status').textContent").startswith("Link copied")
+
+    page.evaluate("window.pages.copied = null; navigator.clipboard.writeText('')")
+    page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
+    page.tab_to("copy-link")  # from the top of the page, with the keyboard only
+    page.press("Enter")
+    assert page.wait_for("window.pages.copied") == link
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    page.capture(shot("me"))
+
+    friend, context = chromium.new_context()
+    friend.open(link, ready="document.querySelector('[data-code]')")
+    assert friend.evaluate("location.pathname") == f"/landing/{code}"
+    assert friend.evaluate("document.querySelector('[data-offer]').textContent") == OFFER
+    assert friend.evaluate("document.querySelector('[data-code]').textContent") == code
+    assert friend.evaluate("document.querySelector('[data-referrer]').textContent") == "Customer"  # first name only
+    friend.capture(shot("landing"), width=390, mobile=True)
+    click_id = chromium.cookies(context)["adv_click"]["value"]
+    assert "adv_click" not in chromium.cookies()  # the advocate's own browser holds no click of theirs
+
+    now = utcnow().isoformat()
+    with app.api() as api:
+        signup = api.post(
+            "/v1/signups",
+            json={
+                "customer_id": "friend-1",
+                "at": now,
+                "click_id": click_id,
+                "customer": {"id": "friend-1", "name": "Fay Friend", "email": "fay@friends.example"},
+            },
+        )
+        assert signup.status_code == 200, signup.text
+        assert signup.json()["attribution"]["referrer_id"] == ADVOCATE
+        order = api.post(
+            "/v1/orders",
+            json={
+                "id": "order-friend-1",
+                "customer_id": "friend-1",
+                "amount_minor": 4200,
+                "currency": "EUR",
+                "at": now,
+                "click_id": click_id,
+            },
+        )
+        assert order.status_code == 201, order.text
+        conversion = order.json()
+        assert conversion["status"] == "attributed", conversion
+        assert conversion["attribution"]["referrer_id"] == ADVOCATE
+        assert conversion["attribution"]["code"] == code
+        rewards = api.get("/v1/rewards", params={"customer_id": ADVOCATE}).json()["items"]
+    assert [(r["rule_id"], r["state"], r["amount_minor"]) for r in rewards] == [("referrer-credit", "pending", 1000)]
+
+    page.open(f"{app.url}/me", ready="document.querySelector('[data-successes]')")
+    assert page.evaluate("document.querySelector('[data-successes]').textContent").startswith("1 friend bought")
+    assert page.evaluate("document.querySelector('[data-balance=pending] dd').textContent") == "10 EUR"
+    assert page.evaluate("document.querySelector('[data-milestone]').dataset.milestone") == "3"
+    assert page.problems() == []
+    assert friend.problems() == []
+
+
+PAGES = ("/targets", "/campaigns", "/kits?customer=cust-000", "/fraud", "/referrals")
+
+
+def test_the_programme_pages_render_without_errors_and_fit_a_phone(app: App, chromium: Chromium) -> None:
+    page = chromium.page()
+    sign_in_with_the_keyboard(page, app, "/targets")
+    assert page.wait_for("document.querySelectorAll('[data-target]').length") == 10
+    assert page.evaluate("document.querySelector('[data-forecast-value=reached]') !== null")
+    for path in PAGES:
+        page.open(f"{app.url}{path}")
+        assert page.evaluate("document.querySelectorAll('h1').length") == 1, path
+        name = path.strip("/").split("?")[0]
+        page.capture(shot(name))
+        page.viewport(390, 844, mobile=True)
+        time.sleep(0.3)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        page.send("Emulation.clearDeviceMetricsOverride")
+    assert page.problems() == []
+
+
+def test_the_api_reference_renders_every_operation_offline(app: App, chromium: Chromium) -> None:
+    spec = httpx.get(f"{app.url}/openapi.json", timeout=30).json()
     operations = sum(len(item) for item in spec["paths"].values())
-    browser.send("Page.navigate", {"url": f"{app_url}/docs"})
-    shown = browser.wait_for(
+    page = chromium.page()
+    page.open(f"{app.url}/docs")
+    shown = page.wait_for(
         f"document.querySelectorAll('.opblock').length >= {operations} && document.querySelectorAll('.opblock').length"
     )
     assert shown == operations
-    assert browser.problems() == []
+    assert page.problems() == []

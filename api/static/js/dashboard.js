@@ -16,13 +16,14 @@
     "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#79706e"];
   var OTHER_COMMUNITY = "#cbd5e1";
 
-  var state = { dashboard: { ready: false, nodesDrawn: 0, edgesDrawn: 0, error: null, ranked_by: null } };
+  var state = { dashboard: { ready: false, nodesDrawn: 0, edgesDrawn: 0, error: null, ranked_by: null, highlighted: null } };
   window.dashboard = state.dashboard;
 
   var container = document.getElementById("network");
   if (!container) { return; }
   var statusEl = document.getElementById("network-status");
   var limitEl = document.getElementById("network-limit");
+  var highlightEl = document.getElementById("network-highlight");
   var legendSegments = document.getElementById("legend-segments");
   var legendCommunities = document.getElementById("legend-communities");
   var detailEmpty = document.getElementById("node-detail-empty");
@@ -34,6 +35,8 @@
   var view = null;
   var communityColour = {};
   var colourBy = "segment";
+  var highlight = "";
+  var FADED = { background: "#eef1f5", border: "#c3cad5", font: "#9aa3b0" };
 
   function segmentOf(node) { return (node.segment && SEGMENTS[node.segment]) || NOT_ANALYSED; }
 
@@ -80,6 +83,7 @@
     if (ranked.length > COMMUNITY_COLOURS.length) {
       legendCommunities.appendChild(legendItem(OTHER_COMMUNITY, (ranked.length - COMMUNITY_COLOURS.length) + " smaller communities"));
     }
+    addCommunityOptions(ranked, sizes);
     if (!ranked.length) {
       var none = document.createElement("li");
       none.textContent = "No communities yet: run an analysis.";
@@ -98,6 +102,29 @@
     return li;
   }
 
+  // "segment:influencer" or "community:3"; an empty value highlights everyone.
+  function highlighted(node) {
+    if (!highlight) { return true; }
+    var parts = highlight.split(":");
+    if (parts[0] === "segment") { return node.segment === parts[1]; }
+    return node.community !== null && String(node.community) === parts[1];
+  }
+
+  function addCommunityOptions(ranked, sizes) {
+    Array.prototype.slice.call(highlightEl.querySelectorAll("option[data-community]")).forEach(function (o) { o.remove(); });
+    ranked.slice(0, COMMUNITY_COLOURS.length).forEach(function (c) {
+      var option = document.createElement("option");
+      option.value = "community:" + c;
+      option.dataset.community = c;
+      option.textContent = "Community " + c + " (" + sizes[c] + ")";
+      highlightEl.appendChild(option);
+    });
+    if (highlight && !Array.prototype.some.call(highlightEl.options, function (o) { return o.value === highlight; })) {
+      highlight = "";
+    }
+    highlightEl.value = highlight;
+  }
+
   function fillColour(node) {
     if (colourBy === "community") {
       return node.community !== null ? communityColour[node.community] : NOT_ANALYSED.color;
@@ -107,7 +134,9 @@
 
   function toVisNode(node) {
     var seg = segmentOf(node);
-    var fill = fillColour(node);
+    var lit = highlighted(node);
+    var fill = lit ? fillColour(node) : FADED.background;
+    var border = lit ? "#1a2230" : FADED.border;
     var size = node.influence !== null ? node.influence : node.degree + 1;
     return {
       id: node.id,
@@ -115,7 +144,8 @@
       value: size,
       shape: seg.shape,
       title: tooltip(node),
-      color: { background: fill, border: "#1a2230", highlight: { background: fill, border: "#b45309" },
+      font: { color: lit ? "#1a2230" : FADED.font },
+      color: { background: fill, border: border, highlight: { background: fill, border: "#b45309" },
         hover: { background: fill, border: "#b45309" } },
       borderWidth: 1,
       borderWidthSelected: 3,
@@ -177,14 +207,15 @@
       network.setOptions({ physics: { enabled: true } });
       network.setData({ nodes: nodes, edges: edges });
     }
+    setStatus(statusText(data), false);
+  }
+
+  function statusText(data) {
     var shown = data.nodes.length;
-    if (!shown) {
-      setStatus("No customers yet. Import customers and their ties to see the network.", false);
-    } else {
-      setStatus("Showing " + shown.toLocaleString() + " of " + data.total_customers.toLocaleString() +
-        " customers and " + data.edges.length.toLocaleString() + " links among them, ranked by " +
-        (data.ranked_by === "influence" ? "influence score" : "number of links (no analysis yet)") + ".", false);
-    }
+    if (!shown) { return "No customers yet. Import customers and their ties to see the network."; }
+    return "Showing " + shown.toLocaleString() + " of " + data.total_customers.toLocaleString() +
+      " customers and " + data.edges.length.toLocaleString() + " links among them, ranked by " +
+      (data.ranked_by === "influence" ? "influence score" : "number of links (no analysis yet)") + ".";
   }
 
   function onDrawn() {
@@ -275,6 +306,16 @@
   document.getElementById("zoom-out").addEventListener("click", function () { zoom(1 / 1.3); });
   document.getElementById("zoom-fit").addEventListener("click", function () { if (network) { network.fit({ animation: { duration: 300 } }); } });
   limitEl.addEventListener("change", load);
+  highlightEl.addEventListener("change", function () {
+    highlight = highlightEl.value;
+    if (view) {
+      nodes.update(view.nodes.map(toVisNode));
+      var lit = view.nodes.filter(highlighted).length;
+      state.dashboard.highlighted = lit;
+      setStatus(highlight ? lit + " of " + view.nodes.length + " customers in view highlighted ("
+        + highlightEl.options[highlightEl.selectedIndex].text + ")." : statusText(view), false);
+    }
+  });
   Array.prototype.forEach.call(document.querySelectorAll('input[name="colour"]'), function (radio) {
     radio.addEventListener("change", function () {
       colourBy = radio.value;
