@@ -265,3 +265,6 @@ cli_analysis.register(app)
 cli_program.register(app)
 cli_outreach.register(app)
 cli_access.register(app)
+from api.cli_backup import backup_app  # noqa: E402 - registered with the other groups
+
+app.add_typer(backup_app, name="backup", short_help="Back up the store to one file, or restore it from one.")
