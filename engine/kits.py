@@ -23,9 +23,13 @@ customer's segment before one for any segment, then the exact locale (`fr-CA`) b
 Every template, built-in or a marketer's, renders in a sandbox: `ImmutableSandboxedEnvironment` with
 `StrictUndefined`, seeing only plain data (`KIT_VARIABLES`, as dicts, lists and strings), able to call a short list
 of string methods and filters, and held to a budget: `range` is capped, operators and filters refuse to build text
-longer than the output limit before building it, the output is counted as it is produced, and a trace of the
-template's own code stops it at the time limit. A marketer's HTML email is their text escaped whole, so nothing a
-customer typed can become markup.
+longer than the output limit before building it, a list or dict the template writes may not hold more than the
+output limit either (counting what it would print as, nested lists included, so no comparison or printing of one
+can run long in C where the clock cannot see it), output captured by `{% set %}` and `{% filter %}` blocks counts
+as it grows, the output is counted as it is produced, and a trace of the template's own code stops it at the time
+limit. Printing a method instead of calling it is refused (its text would show a memory address). A template
+nested too deeply for the parser or for Python's compiler is refused as invalid, not raised as a crash. A
+marketer's HTML email is their text escaped whole, so nothing a customer typed can become markup.
 
 Everything here is pure except `load_kit_context`, at the end, which reads the store.
 """
@@ -590,6 +594,60 @@ def _size(value: object) -> int:
     return len(value) if isinstance(value, str | list | tuple) else 0
 
 
+def _weight(value: object, budget: int) -> int:
+    """About how many characters `value` prints as, nested lists and dicts included, counted until past `budget`.
+
+    Shared references count each time they appear, as they would print; counting stops once past the budget, so
+    it costs at most about `budget` steps whatever the structure.
+    """
+    total = 0
+    pending = [value]
+    while pending and total <= budget:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += 2 + 2 * len(item)
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2 + len(item)
+            pending.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            total += item.bit_length() * 3 // 10 + 1
+        else:
+            total += 1
+    return total
+
+
+def _printable(value: Any) -> Any:
+    """The sandbox's `finalize`: a method printed uncalled would show a memory address, so it is refused."""
+    if callable(value) and not isinstance(value, Undefined):
+        raise SecurityError("a method cannot be printed; call it, e.g. advocate.items()")
+    return value
+
+
+class _Buffer(list[str]):
+    """Output captured by a `{% set %}` or `{% filter %}` block, refused as soon as it outgrows the limit: the
+    text is joined in one C call the clock cannot interrupt, so it must not be allowed to grow unbounded."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.size = 0
+
+    def append(self, chunk: str) -> None:
+        _tick()
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise RenderLimit(f"a block captured more than {self.limit:,} characters")
+        super().append(chunk)
+
+    def extend(self, chunks: Iterable[str]) -> None:
+        for chunk in chunks:
+            self.append(chunk)
+
+
 def _bounded(function: Callable[..., Any], limit: int) -> Callable[..., Any]:
     """A filter that refuses to hand on a result over the output limit (its Jinja markers are kept)."""
 
@@ -641,7 +699,32 @@ _PLAIN_FILTERS: Final[tuple[str, ...]] = (
 
 class _KitCodeGenerator(CodeGenerator):
     """Jinja's code generator, except that `a ~ b` goes through `environment.kit_concat`, which checks the size
-    first: without it, a chain of `{% set s = s ~ s %}` doubles a string until memory runs out."""
+    first (without it, a chain of `{% set s = s ~ s %}` doubles a string until memory runs out); list, tuple and
+    dict literals go through `environment.kit_sized` (nesting `[l, l, l]` ten deep would otherwise build a value
+    that prints as gigabytes); and block buffers are `environment.kit_buffer()`, which counts what they hold."""
+
+    def buffer(self, frame: Frame) -> None:
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.kit_buffer()")
+
+    def _sized(
+        self, visit: Callable[[Any, Frame], None], node: nodes.List | nodes.Tuple | nodes.Dict, frame: Frame
+    ) -> None:
+        if getattr(node, "ctx", "load") != "load":
+            visit(node, frame)
+            return
+        self.write("environment.kit_sized(")
+        visit(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:  # noqa: N802 - Jinja's visitor name
+        self._sized(super().visit_List, node, frame)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:  # noqa: N802 - Jinja's visitor name
+        self._sized(super().visit_Tuple, node, frame)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:  # noqa: N802 - Jinja's visitor name
+        self._sized(super().visit_Dict, node, frame)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802 - Jinja's visitor name
         if frame.eval_ctx.volatile:
@@ -670,6 +753,7 @@ class _KitSandbox(ImmutableSandboxedEnvironment):
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
+            finalize=_printable,
         )
         self.limit = limit
         self.globals.clear()
@@ -677,6 +761,15 @@ class _KitSandbox(ImmutableSandboxedEnvironment):
         self.filters = {name: _bounded(FILTERS[name], limit) for name in _PLAIN_FILTERS}
         self.filters["join"] = _join_filter(limit)
         self.filters["replace"] = _replace_filter(limit)
+
+    def kit_sized(self, value: Any) -> Any:
+        _tick()
+        if _weight(value, self.limit) > self.limit:
+            raise RenderLimit(f"a list or dict would hold more than {self.limit:,} characters")
+        return value
+
+    def kit_buffer(self) -> _Buffer:
+        return _Buffer(self.limit)
 
     def kit_concat(self, join: Callable[[Iterable[Any]], str], values: tuple[Any, ...]) -> str:
         _tick()
@@ -727,9 +820,11 @@ class _KitSandbox(ImmutableSandboxedEnvironment):
             if ints and left.bit_length() + right.bit_length() > _MAX_INT_BITS:
                 raise RenderLimit("a product that large is not allowed in a kit template")
             times = right if isinstance(right, int) else left if isinstance(left, int) else 0
-            if max(_size(left), _size(right)) * max(times, 0) > self.limit:
+            repeated = left if isinstance(left, str | list | tuple) else right
+            if isinstance(repeated, str | list | tuple) and _weight(repeated, self.limit) * max(times, 0) > self.limit:
                 raise RenderLimit(f"repeating would produce more than {self.limit:,} items")
-        if operator == "+" and _size(left) + _size(right) > self.limit:
+        sequences = isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)
+        if operator == "+" and sequences and _weight(left, self.limit) + _weight(right, self.limit) > self.limit:
             raise RenderLimit(f"adding would produce more than {self.limit:,} items")
         return super().call_binop(context, operator, left, right)
 
@@ -1213,6 +1308,10 @@ class KitRenderer:
             raise InvalidInput(
                 f"template {name} has a syntax error", [RowError(name, exc.lineno, exc.message or "syntax error")]
             ) from None
+        except (RecursionError, SyntaxError) as exc:  # Jinja's parser recursing, or Python's limits on nesting
+            detail = exc.msg if isinstance(exc, SyntaxError) else "too many nested brackets or operators"
+            reason = f"nested too deeply to compile ({detail}); split it into simpler expressions"
+            raise InvalidInput(f"template {name} cannot be used", [RowError(name, None, reason)]) from None
         with self._cache_lock:
             self._compiled[key] = compiled
             if len(self._compiled) > self._cache_size:

@@ -8,6 +8,11 @@ Our own format (`parse_event`) is strict, because the developer integrating it s
 testing. Shopify's payloads are read leniently outside the fields a conversion needs (ids, amount, currency,
 time): Shopify retries a refused delivery for two days and then drops the subscription, so an odd browser IP or
 locale must not cost the order. The format and the signature scheme are documented in docs/webhooks.md.
+
+A signed body is still hostile input (a leaked secret, a compromised shop): every parser here either returns an
+event or raises `InvalidInput`, whatever the bytes. Our envelope refuses repeated JSON keys (two readers of one
+body could disagree on which copy counts); text must be valid Unicode (no lone surrogates); a date-time must stay
+within years 1-9999 once converted to UTC; and a problem quotes at most a short, bounded piece of the input.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hmac
 import ipaddress
 import json
 import re
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -78,6 +84,11 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 _HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _MALFORMED: Final = f"malformed {SIGNATURE_HEADER} header: expected t=<unix seconds>,v1=<hex HMAC-SHA256>"
 _CODE_ADAPTER: TypeAdapter[str] = TypeAdapter(Code)
+_MAX_SHOPIFY_ID: Final = 2**63 - 1
+_MAX_REASON: Final = 300
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 2
 
 
 # --- signatures ----------------------------------------------------------------------------------------------
@@ -259,7 +270,10 @@ class _Problems:
         self.rows: list[RowError] = []
 
     def add(self, path: str, reason: str) -> None:
-        self.rows.append(RowError(source=self.source, line=None, reason=f"{path}: {reason}"))
+        text = f"{path}: {reason}"
+        if len(text) > _MAX_REASON:
+            text = text[: _MAX_REASON - 3] + "..."
+        self.rows.append(RowError(source=self.source, line=None, reason=text))
 
     def raise_if_any(self, what: str) -> None:
         if self.rows:
@@ -273,6 +287,35 @@ class _Bad:
 
 _BAD: Final = _Bad()
 M = TypeVar("M", bound=BaseModel)
+
+
+def _short(value: object) -> str:
+    """A bounded repr of part of a payload: reprlib stops at a depth and a length, however big the value."""
+    return _REPR.repr(value)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (`"\\ud800"` in JSON), which no store or mail can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _RepeatedKey(Exception):
+    """A JSON object that names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(f"the key {_short(key)} appears twice in one object")
+            seen.add(key)
+    return found
 
 
 def _json_type(value: object) -> str:
@@ -324,10 +367,17 @@ def _build(
     return None
 
 
-def _load(body: bytes, problems: _Problems) -> Mapping[str, Any] | None:
+def _load(body: bytes, problems: _Problems, *, strict: bool) -> Mapping[str, Any] | None:
+    """The body as a JSON object; `strict` also refuses repeated keys (Shopify's payloads are read leniently)."""
     try:
-        payload = json.loads(body, parse_float=Decimal)
-    except (ValueError, RecursionError) as exc:
+        payload = json.loads(body, parse_float=Decimal, object_pairs_hook=_unique_keys if strict else None)
+    except _RepeatedKey as exc:
+        problems.add("body", str(exc))
+        return None
+    except RecursionError:
+        problems.add("body", "not valid JSON here: nested too deeply")
+        return None
+    except ValueError as exc:
         problems.add("body", f"not valid JSON ({exc})")
         return None
     if not isinstance(payload, dict):
@@ -360,6 +410,9 @@ def _text(obj: Mapping[str, Any], key: str, path: str, problems: _Problems, *, r
     if not isinstance(value, str):
         problems.add(_join(path, key), f"must be a string, not {_json_type(value)}")
         return _BAD
+    if not _is_unicode(value):
+        problems.add(_join(path, key), "not valid Unicode text (a lone surrogate escape)")
+        return _BAD
     if not value.strip():
         if required:
             problems.add(_join(path, key), "must not be empty")
@@ -382,12 +435,16 @@ def _timestamp(obj: Mapping[str, Any], key: str, path: str, problems: _Problems,
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        problems.add(where, f"not an ISO 8601 date-time: {value[:40]!r}")
+        problems.add(where, f"not an ISO 8601 date-time: {_short(value)}")
         return _BAD
     if "T" not in value and " " not in value.strip():
-        problems.add(where, f"a date-time needs a time of day, not only a date: {value[:40]!r}")
+        problems.add(where, f"a date-time needs a time of day, not only a date: {_short(value)}")
         return _BAD
-    return parsed
+    try:
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        problems.add(where, f"out of range once converted to UTC: {_short(value)}")
+        return _BAD
 
 
 def currency_exponent(currency: str) -> int:
@@ -407,8 +464,8 @@ def _currency(obj: Mapping[str, Any], key: str, path: str, problems: _Problems, 
             problems.add(where, "required")
             return _BAD
         return None
-    if not isinstance(value, str) or not _CURRENCY.fullmatch(value.strip().upper()):
-        problems.add(where, f"a currency is a three-letter ISO 4217 code such as EUR, not {value!r}")
+    if not isinstance(value, str) or not value.isascii() or not _CURRENCY.fullmatch(value.strip().upper()):
+        problems.add(where, f"a currency is a three-letter ISO 4217 code such as EUR, not {_short(value)}")
         return _BAD
     return value.strip().upper()
 
@@ -426,23 +483,23 @@ def to_minor(amount: object, currency: str) -> int:
         raise ValueError('must be a decimal string such as "42.00"')
     if isinstance(amount, str):
         if not _DECIMAL.fullmatch(amount.strip()):
-            raise ValueError(f'must be a decimal string such as "42.00", not {amount[:40]!r}')
+            raise ValueError(f'must be a decimal string such as "42.00", not {_short(amount)}')
         amount = amount.strip()
     try:
         value = Decimal(amount)
     except InvalidOperation:
-        raise ValueError(f"not a number: {amount!r}") from None
+        raise ValueError(f"not a number: {_short(amount)}") from None
     if not value.is_finite():
         raise ValueError("must be a finite number")
     if value < 0:
-        raise ValueError(f"must not be negative ({amount})")
+        raise ValueError(f"must not be negative ({_short(amount)})")
     if value.adjusted() > 12:
         raise ValueError(f"larger than any amount accepted ({MAX_MINOR} minor units)")
     exponent = currency_exponent(currency)
     minor = value.scaleb(exponent)
     if minor != minor.to_integral_value():
         digits = "no decimals" if exponent == 0 else f"at most {exponent} decimal{'s' if exponent > 1 else ''}"
-        raise ValueError(f"{currency} amounts have {digits}; {amount} has more")
+        raise ValueError(f"{currency} amounts have {digits}; {_short(amount)} has more")
     return int(minor)
 
 
@@ -608,7 +665,7 @@ def parse_event(body: bytes, *, ip_key: str) -> OrderEvent | RefundEvent | Signu
     The caller verifies the signature first: an unsigned body is never worth parsing.
     """
     problems = _Problems(SOURCE)
-    payload = _load(body, problems)
+    payload = _load(body, problems, strict=True)
     if payload is None:
         raise InvalidInput("webhook body refused: not a JSON object", problems.rows)
     event_id = _text(payload, "id", "", problems, required=True)
@@ -616,7 +673,7 @@ def parse_event(body: bytes, *, ip_key: str) -> OrderEvent | RefundEvent | Signu
         problems.add("id", "at most 128 characters")
     event_type = payload.get("type")
     if event_type not in EVENT_TYPES:
-        problems.add("type", f"unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
+        problems.add("type", f"unknown event type {_short(event_type)}; expected one of {', '.join(EVENT_TYPES)}")
     _timestamp(payload, "created_at", "", problems)
     data = _object(payload, "data", "", problems)
     problems.raise_if_any("webhook event")
@@ -638,10 +695,13 @@ def parse_event(body: bytes, *, ip_key: str) -> OrderEvent | RefundEvent | Signu
 def _shopify_id(obj: Mapping[str, Any], key: str, path: str, problems: _Problems) -> Any:
     """Shopify ids are integers; `shopify:<id>` keeps them apart from ids imported from elsewhere."""
     value = obj.get(key)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        problems.add(_join(path, key), "required: Shopify's numeric id" if value is None else f"not an id: {value!r}")
+    digits = value.strip() if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 19:
+        value = int(digits)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _MAX_SHOPIFY_ID:
+        problems.add(
+            _join(path, key), "required: Shopify's numeric id" if value is None else f"not an id: {_short(value)}"
+        )
         return _BAD
     return f"shopify:{value}"
 
@@ -664,13 +724,13 @@ def _note_attribute(order: Mapping[str, Any], name: str) -> str | None:
     for attribute in attributes if isinstance(attributes, list) else ():
         if isinstance(attribute, dict) and attribute.get("name") == name:
             value = attribute.get("value")
-            return value.strip() or None if isinstance(value, str) else None
+            return value.strip() or None if isinstance(value, str) and _is_unicode(value) else None
     return None
 
 
 def _text_or_none(obj: Mapping[str, Any], key: str) -> str | None:
     value = obj.get(key)
-    return value.strip() or None if isinstance(value, str) else None
+    return value.strip() or None if isinstance(value, str) and _is_unicode(value) else None
 
 
 def _shopify_customer(order: Mapping[str, Any], problems: _Problems) -> tuple[Customer | None, tuple[Signal, ...]]:
@@ -699,12 +759,12 @@ def parse_shopify_order(body: bytes, *, ip_key: str, click_attribute: str = "adv
     attribute `click_attribute`, which the storefront copies from our first-party cookie.
     """
     problems = _Problems(SHOPIFY_SOURCE)
-    order = _load(body, problems)
+    order = _load(body, problems, strict=False)
     if order is None:
         raise InvalidInput("Shopify order refused: not a JSON object", problems.rows)
     status = order.get("financial_status")
-    if status is not None and status not in SHOPIFY_PAID_STATUSES:
-        problems.add("financial_status", f"only paid orders convert, this one is {status!r}")
+    if status is not None and (not isinstance(status, str) or status not in SHOPIFY_PAID_STATUSES):
+        problems.add("financial_status", f"only paid orders convert, this one is {_short(status)}")
     customer, customer_signal = _shopify_customer(order, problems)
     currency = _currency(order, "currency", "", problems, required=True)
     amount: Any = _BAD
@@ -741,7 +801,7 @@ def parse_shopify_order(body: bytes, *, ip_key: str, click_attribute: str = "adv
 def parse_shopify_refund(body: bytes) -> RefundEvent:
     """Read a `refunds/create` delivery: the refunded amount is the sum of its successful refund transactions."""
     problems = _Problems(SHOPIFY_SOURCE)
-    refund = _load(body, problems)
+    refund = _load(body, problems, strict=False)
     if refund is None:
         raise InvalidInput("Shopify refund refused: not a JSON object", problems.rows)
     transactions = refund.get("transactions")

@@ -79,7 +79,8 @@ class EdgeList:
 
 
 def _is_int(text: str) -> bool:
-    return text.isdigit()
+    """ASCII digits only, and few enough for a 64-bit id (`"²".isdigit()` is True; 5,000 digits is not an id)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def read_edge_list(path: Path | str, *, directed: bool) -> EdgeList:

@@ -20,6 +20,11 @@ applies. Times are ISO 8601 (`2024-05-01T09:30:00Z`; no zone means UTC) or Unix 
 true/false, yes/no, 1/0. A CSV `attr_<name>` cell becomes an integer, a float or a boolean when it reads as one
 (`42`, `4.5`, `true`; `007` stays text), otherwise text. JSON Lines may also give `consent` and `attributes` as
 objects (`{"consent": {"email": true}, "attributes": {"plan": "pro"}}`). Files ending in `.gz` are decompressed.
+
+Hostile files are reported, never crash the import: a line longer than `MAX_LINE_BYTES` is refused without being
+held in memory, JSON keys may not repeat, numbers must be finite (no `NaN`, `Infinity` or `1e999`), nesting too
+deep for the parser and date-times that fall outside years 1-9999 once converted to UTC are row errors, and a
+corrupt or truncated `.gz` file is an `InvalidInput` naming the line it broke on.
 """
 
 from __future__ import annotations
@@ -27,17 +32,20 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 import re
+import reprlib
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, NamedTuple, cast
+from typing import IO, Any, Final, NamedTuple, cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from graph.errors import InvalidInput, RowError
-from graph.model import ContactChannel, Customer, Event, Influence, Referral
+from graph.model import ContactChannel, Customer, Event, Influence, Referral, UtcDatetime
 
 Record = Customer | Influence | Referral | Event
 
@@ -125,6 +133,12 @@ _ID_FIELDS = frozenset({"id", "customer_id", "source_id", "target_id", "referrer
 _ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _INT = re.compile(r"^-?(0|[1-9][0-9]{0,17})$")
 _FLOAT = re.compile(r"^-?[0-9]+\.[0-9]*([eE][-+]?[0-9]+)?$|^-?[0-9]+[eE][-+]?[0-9]+$")
+_TIME_FIELDS = ("created_at", "at", "status_at")
+_TIME: TypeAdapter[Any] = TypeAdapter(UtcDatetime)
+MAX_LINE_BYTES: Final = 1 << 20
+"""A longer line is refused unread: no customer, edge or event needs a megabyte, and a file with no line breaks
+would otherwise be held in memory whole."""
+_MAX_REASON: Final = 300
 _SUFFIXES: dict[str, FileFormat] = {
     ".csv": FileFormat.CSV,
     ".jsonl": FileFormat.JSONL,
@@ -193,7 +207,7 @@ def detect_format(path: Path) -> FileFormat:
     if suffixes and suffixes[-1] in _SUFFIXES:
         return _SUFFIXES[suffixes[-1]]
     with _open_binary(path) as handle:
-        for raw in handle:
+        for raw, _ in _raw_lines(handle, str(path)):
             stripped = raw.strip()
             if stripped:
                 return FileFormat.JSONL if stripped.startswith((b"{", b"\xef\xbb\xbf{")) else FileFormat.CSV
@@ -206,9 +220,33 @@ def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
+def _raw_lines(handle: IO[bytes], source: str) -> Iterator[tuple[bytes, bool]]:
+    """(line, too long) per physical line; of a line over `MAX_LINE_BYTES` only its start is kept, the rest is
+    read past. A corrupt or truncated gzip stream raises `InvalidInput` naming the line it broke on."""
+    number = 0
+    try:
+        while raw := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) <= MAX_LINE_BYTES:
+                yield raw, False
+                continue
+            rest = raw
+            while rest and not rest.endswith(b"\n"):
+                rest = handle.readline(MAX_LINE_BYTES)
+            yield raw[:64], True
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = f"cannot be read past this line: {exc}"
+        raise InvalidInput(f"{source} is corrupt or truncated", [RowError(source, number + 1, reason)]) from None
+
+
 def _decoded_lines(handle: IO[bytes], source: str, problems: list[RowError]) -> Iterator[str]:
-    """Lines as text with their line ends; undecodable lines are noted and passed on with replacement chars."""
-    for number, raw in enumerate(handle, start=1):
+    """Lines as text with their line ends; undecodable or overlong lines are noted and passed on (with
+    replacement chars, or as an empty line) so that line numbers stay right."""
+    for number, (raw, too_long) in enumerate(_raw_lines(handle, source), start=1):
+        if too_long:
+            problems.append(RowError(source, number, f"line longer than {MAX_LINE_BYTES:,} bytes"))
+            yield "\n"
+            continue
         try:
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
@@ -217,20 +255,87 @@ def _decoded_lines(handle: IO[bytes], source: str, problems: list[RowError]) -> 
         yield text
 
 
+class _JsonProblem(Exception):
+    """Why one line is not a JSON value this importer accepts."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _JsonProblem(f"{name} is not a number JSON allows; write a finite number or null")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys repeat is ambiguous (parsers keep either copy), so it is refused."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _JsonProblem(f"the key {_short(key)} appears twice in one object")
+            seen.add(key)
+    return found
+
+
+def _load_json(text: str) -> Any:
+    """One JSON value, or `_JsonProblem` saying why not in words a person can act on."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise _JsonProblem(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise _JsonProblem("not valid JSON here: nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise _JsonProblem("not valid JSON here: a number has too many digits") from None
+
+
 def _infer_scalar(text: str) -> str | int | float | bool:
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if _INT.match(text):
         return int(text)
-    if _FLOAT.match(text):
-        return float(text)
+    if _FLOAT.match(text) and math.isfinite(number := float(text)):
+        return number
     return text
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlevel = 3
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    """A bounded repr: reprlib stops at a depth and a length, so a huge or deeply nested value costs nothing."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _clip(reason: str) -> str:
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
+
+
+def _non_finite(record: Record) -> str | None:
+    """Why a record holds a number that is not finite (NaN or infinity poisons every sum), or None."""
+    if isinstance(record, Event) and record.value is not None and not math.isfinite(record.value):
+        return f"bad value for 'value' ({record.value}): must be a finite number"
+    attributes = record.attributes if isinstance(record, Customer | Event) else {}
+    for name, item in attributes.items():
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"bad value for 'attr_{name}' ({item}): must be a finite number"
+    return None
+
+
+def _out_of_range(fields: dict[str, Any]) -> str:
+    """The clause for a date-time that overflows once converted to UTC (`0001-01-01T00:00+01:00`)."""
+    for name in _TIME_FIELDS:
+        if name not in fields:
+            continue
+        try:
+            _TIME.validate_python(fields[name])
+        except OverflowError:
+            return f"bad value for {name!r} ({_short(fields[name])}): out of range once converted to UTC"
+        except ValidationError:
+            continue
+    return "a date-time is out of range once converted to UTC"
 
 
 def _column_of(loc: tuple[int | str, ...]) -> str | None:
@@ -254,15 +359,15 @@ def describe_validation_error(exc: ValidationError) -> str:
         if column in seen:
             continue  # a union reports one error per member; the first says enough
         seen.add(column)
-        message = str(error["msg"]).removeprefix("Value error, ")
+        message = _clip(str(error["msg"]).removeprefix("Value error, "))
         if error["type"] == "missing":
-            clauses.append(f"missing value for {column!r}")
+            clauses.append(f"missing value for {_short(column)}")
         elif loc and loc[-1] == "[key]" and column and column.startswith("consent_"):
-            clauses.append(f"unknown consent channel {column.removeprefix('consent_')!r} ({message})")
+            clauses.append(f"unknown consent channel {_short(column.removeprefix('consent_'))} ({message})")
         elif column is None:
             clauses.append(message)
         else:
-            clauses.append(f"bad value for {column!r} ({_short(error['input'])}): {message}")
+            clauses.append(f"bad value for {_short(column)} ({_short(error['input'])}): {message}")
     return "; ".join(clauses)
 
 
@@ -305,23 +410,29 @@ class RecordFile:
                 ) from None
         if problems:
             raise InvalidInput(f"{self.source} has a malformed header", problems)
-        if not header or not any(cell.strip() for cell in header):
+        if header is None:
             raise InvalidInput(
                 f"{self.source} is empty", [RowError(self.source, 1, "no header line (the file is empty)")]
             )
+        if not any(cell.strip() for cell in header):
+            reason = "the first line names no columns: the header must be the first line"
+            raise InvalidInput(f"{self.source} has no header", [RowError(self.source, 1, reason)])
         return [cell.strip() for cell in header]
 
     def _first_object_keys(self) -> list[str]:
         with _open_binary(self.path) as handle:
-            for number, raw in enumerate(handle, start=1):
+            for number, (raw, too_long) in enumerate(_raw_lines(handle, self.source), start=1):
+                if too_long:
+                    reason = f"line longer than {MAX_LINE_BYTES:,} bytes, so the kind of rows is unknown"
+                    problem = RowError(self.source, number, reason)
+                    raise InvalidInput(f"cannot tell what {self.source} holds", [problem])
                 text = raw.decode("utf-8-sig", errors="replace").strip()
                 if not text:
                     continue
                 try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    reason = f"not valid JSON: {exc.msg} (column {exc.colno}), so the kind of rows is unknown"
-                    problem = RowError(self.source, number, reason)
+                    value = _load_json(text)
+                except _JsonProblem as exc:
+                    problem = RowError(self.source, number, f"{exc}, so the kind of rows is unknown")
                     raise InvalidInput(f"cannot tell what {self.source} holds", [problem]) from None
                 if not isinstance(value, dict):
                     hint = " (a JSON array is not JSON Lines: write one object per line)" if text[:1] == "[" else ""
@@ -355,20 +466,22 @@ class RecordFile:
         seen: set[str] = set()
         for name in self._header:
             if name in seen:
-                problems.append(RowError(self.source, 1, f"column {name!r} appears twice"))
+                problems.append(RowError(self.source, 1, f"column {_short(name)} appears twice"))
             seen.add(name)
             unknown = name not in columns.known and not (columns.attributes and name.startswith("attr_"))
             if not name:
                 problems.append(RowError(self.source, 1, "a column has no name"))
             elif columns.attributes and name.startswith("attr_") and not _ATTRIBUTE.match(name[5:]):
-                reason = f"column {name!r}: an attribute name after attr_ is a letter or _ then letters, digits, _"
+                reason = (
+                    f"column {_short(name)}: an attribute name after attr_ is a letter or _ then letters, digits, _"
+                )
                 problems.append(RowError(self.source, 1, reason))
             elif unknown:
                 problems.append(
                     RowError(
                         self.source,
                         1,
-                        f"unknown column {name!r} for {self.kind.value} (expected {columns.describe()})",
+                        f"unknown column {_short(name)} for {self.kind.value} (expected {columns.describe()})",
                     )
                 )
         problems.extend(
@@ -427,10 +540,9 @@ class RecordFile:
                 if not stripped:
                     continue
                 try:
-                    value = json.loads(stripped)
-                except json.JSONDecodeError as exc:
-                    reason = f"not valid JSON: {exc.msg} (column {exc.colno})"
-                    yield ParsedRow(number, None, RowError(self.source, number, reason))
+                    value = _load_json(stripped)
+                except _JsonProblem as exc:
+                    yield ParsedRow(number, None, RowError(self.source, number, str(exc)))
                     continue
                 if not isinstance(value, dict):
                     reason = f"expected a JSON object, got {type(value).__name__}"
@@ -439,6 +551,7 @@ class RecordFile:
                 yield self._validate(number, value, from_csv=False)
 
     def _validate(self, line: int, row: dict[str, Any], *, from_csv: bool) -> ParsedRow:
+        fields: dict[str, Any] = {}
         try:
             fields = self._fields(row, from_csv=from_csv)
             record = self._model.model_validate(fields)
@@ -446,7 +559,12 @@ class RecordFile:
             return ParsedRow(line, None, RowError(self.source, line, str(exc)))
         except ValidationError as exc:
             return ParsedRow(line, None, RowError(self.source, line, describe_validation_error(exc)))
+        except OverflowError:
+            return ParsedRow(line, None, RowError(self.source, line, _out_of_range(fields)))
         assert isinstance(record, Customer | Influence | Referral | Event)
+        problem = _non_finite(record)
+        if problem is not None:
+            return ParsedRow(line, None, RowError(self.source, line, problem))
         return ParsedRow(line, record, None)
 
     def _fields(self, row: dict[str, Any], *, from_csv: bool) -> dict[str, Any]:
@@ -467,7 +585,7 @@ class RecordFile:
                     fields[key] = value
             elif columns.attributes and key.startswith("attr_"):
                 if not from_csv and not isinstance(value, str | int | float | bool):
-                    raise _RowProblem(f"{key!r} must be a string, number or boolean, not {type(value).__name__}")
+                    raise _RowProblem(f"{_short(key)} must be a string, number or boolean, not {type(value).__name__}")
                 attributes[key.removeprefix("attr_")] = _infer_scalar(value) if from_csv else value
             elif not from_csv and key == "consent" and columns.consent:
                 if not isinstance(value, dict):
@@ -479,11 +597,11 @@ class RecordFile:
                 for name, item in value.items():
                     if item is not None and not isinstance(item, str | int | float | bool):
                         raise _RowProblem(
-                            f"attribute {name!r} must be a string, number or boolean, not {type(item).__name__}"
+                            f"attribute {_short(name)} must be a string, number or boolean, not {type(item).__name__}"
                         )
                 attributes.update(value)
             else:
-                raise _RowProblem(f"unknown field {key!r} for {self.kind.value} (expected {columns.describe()})")
+                raise _RowProblem(f"unknown field {_short(key)} for {self.kind.value} (expected {columns.describe()})")
         missing = [name for name in columns.required if name not in fields]
         if missing:
             raise _RowProblem("missing value for " + ", ".join(repr(name) for name in missing))

@@ -29,7 +29,7 @@ def _check_id(value: str) -> str:
 CustomerId = Annotated[str, AfterValidator(_check_id)]
 """A customer's stable external id, as the merchant knows them."""
 
-Scalar = str | int | float | bool | None
+Scalar = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 
 
 @lru_cache(maxsize=1024)
@@ -44,7 +44,12 @@ def _is_time_zone(name: str) -> bool:
 
 def _utc(value: datetime) -> datetime:
     """Naive times are taken as UTC so that every stored time is comparable."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
@@ -162,7 +167,7 @@ class Event(_Model):
     customer_id: CustomerId
     kind: EventKind
     at: UtcDatetime
-    value: float | None = None
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
     attributes: dict[str, Scalar] = Field(default_factory=dict)
 
 
