@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck neo4j-up neo4j-down redis-up redis-down services-up services-down \
-        bench assets clean
+        bench bench-http assets clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -48,6 +48,15 @@ bench: install  ## run the benchmarks (needs services-up for the Neo4j and Redis
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.targeting
 	$(BIN)/python -m bench.analysis_scale
+
+bench-http: install  ## HTTP load on loopback: /r/{code} and a kit beside a bare FastAPI app (installs wrk if missing)
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "bench-http: installing the Debian package wrk"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "bench-http: need root (or sudo) for: apt-get install wrk" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	}
+	$(BIN)/python -m bench.http $(ARGS)
 
 assets:  ## rebuild the vendored front-end files from the npm registry (pinned in frontend/package-lock.json)
 	cd frontend && npm ci --no-audit --no-fund && npm run build

@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from api import idempotency
 from api.auth import RateLimits, SignInRequired, authorise, limit_public
+from api.bodylimit import BodyLimitMiddleware
 from api.deps import ContactHolder, StoreHolder
 from api.idempotency import IdempotencyMiddleware
 from api.observability import install_observability
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router, guard in ROUTERS:
         app.include_router(router, **_guarded(guard))
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

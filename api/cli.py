@@ -7,6 +7,7 @@ work shows a progress bar on stderr when stderr is a terminal.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -60,6 +61,9 @@ def main(
     """Referral and advocacy network engine: load customers and their ties, analyse them, serve the API."""
     if not sys.warnoptions:
         warnings.simplefilter("ignore")  # library warnings are noise for a CLI user; `python -W` brings them back
+    # The Neo4j driver logs each retry of a failed write; the command ends with one clear line of its own instead.
+    logging.getLogger("neo4j").addHandler(logging.NullHandler())
+    logging.getLogger("neo4j").propagate = False
     ctx.obj = {"store": store, "neo4j_database": neo4j_database}
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Final
 
+import redis
 from celery import Celery
 from fastapi import Depends, Request
 from kombu.exceptions import OperationalError
@@ -67,7 +68,7 @@ class StoreHolder:
             return store
         with self._lock:
             if self._closed:
-                raise StoreUnavailable("the application is shutting down")
+                raise StoreUnavailable("the application is shutting down", public="the application is shutting down")
             if self._store is None:
                 self._store = self._open()
             return self._store
@@ -108,16 +109,22 @@ class StoreHolder:
             log.info("store closed")
 
 
-def get_holder(request: Request) -> StoreHolder:
+def holder_of(request: Request) -> StoreHolder:
     holder: StoreHolder = request.app.state.store_holder
     return holder
+
+
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the threadpool, a hop that
+# was a sizeable part of a `/r/{code}` redirect's time.
+async def get_holder(request: Request) -> StoreHolder:
+    return holder_of(request)
 
 
 def get_store(holder: Annotated[StoreHolder, Depends(get_holder)]) -> Store:
     return holder.get()
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -125,7 +132,7 @@ def get_settings_dep(request: Request) -> Settings:
 Clock = Callable[[], datetime]
 
 
-def get_clock() -> Clock:
+async def get_clock() -> Clock:
     """The time the referral programme sees; tests replace it with `app.dependency_overrides[get_clock]`."""
     return utcnow
 
@@ -136,7 +143,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-def get_service(store: StoreDep, settings: SettingsDep, clock: ClockDep) -> ReferralService:
+async def get_service(store: StoreDep, settings: SettingsDep, clock: ClockDep) -> ReferralService:
     """One service per request: it holds nothing beyond the app's store and settings, so building it is free."""
     return ReferralService(store, settings.referral, clock=clock)
 
@@ -190,7 +197,7 @@ class ContactHolder:
             return contact
         with self._lock:
             if self._closed:
-                raise StoreUnavailable("the application is shutting down")
+                raise StoreUnavailable("the application is shutting down", public="the application is shutting down")
             if self._contact is None:
                 self._contact = self._build()
             return self._contact
@@ -210,7 +217,7 @@ class ContactHolder:
         """The Celery app that plans and sends on workers (`contact.dispatch = celery`)."""
         with self._lock:
             if self._closed:
-                raise StoreUnavailable("the application is shutting down")
+                raise StoreUnavailable("the application is shutting down", public="the application is shutting down")
             if self._celery is None:
                 self._celery = make_celery(self._settings)
             return self._celery
@@ -225,10 +232,14 @@ class ContactHolder:
                 task,
                 args=list(args),
                 kwargs={"store_url": self._settings.store, "database": self._settings.neo4j.database},
+                ignore_result=True,  # the API never reads results; subscribing to them fails while Redis is down
             )
-        except OperationalError as exc:
+        except (OperationalError, redis.RedisError, OSError) as exc:
             log.warning("task broker %s not answering: %s", redact(self._settings.broker_url), exc)
-            raise StoreUnavailable("the task broker is not answering; nothing was queued") from exc
+            raise StoreUnavailable(
+                "the task broker is not answering; nothing was queued",
+                public="the task broker is not answering; nothing was queued",
+            ) from exc
         return str(result.id)
 
     def close(self) -> None:
@@ -247,7 +258,7 @@ class ContactHolder:
             celery.close()
 
 
-def get_contact_holder(request: Request) -> ContactHolder:
+async def get_contact_holder(request: Request) -> ContactHolder:
     holder: ContactHolder = request.app.state.contact_holder
     return holder
 

@@ -13,6 +13,7 @@ Webhooks are left out: their senders retry with the same event id, which the eng
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import re
 from collections.abc import Callable
@@ -73,7 +74,8 @@ class IdempotencyMiddleware:
             )
             return
         app: FastAPI = scope["app"]
-        clock: Callable[[], datetime] = app.dependency_overrides.get(get_clock, get_clock)()
+        provided = app.dependency_overrides.get(get_clock, get_clock)()
+        clock: Callable[[], datetime] = await provided if inspect.isawaitable(provided) else provided
         try:
             principal = await run_in_threadpool(authenticate, request, clock())
         except AdvocacyError:
@@ -97,7 +99,7 @@ class IdempotencyMiddleware:
                     request,
                     status=503,
                     title=exc.title,
-                    detail=exc.detail,
+                    detail=exc.public,
                     type_=TYPE_PREFIX + "store-unavailable",
                     headers={"Retry-After": str(exc.retry_after_s)},
                     extensions={"dependency": "store"},

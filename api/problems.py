@@ -120,11 +120,14 @@ async def _advocacy_error(request: Request, exc: Exception) -> Response:
         errors = [{"source": p.source, "line": p.line, "reason": p.reason} for p in exc.problems]
     if exc.status >= 500 and not isinstance(exc, StoreUnavailable):
         log.error("engine error on %s %s", request.method, request.url.path, exc_info=exc)
+    detail = exc.detail
+    if isinstance(exc, StoreUnavailable) and request.url.path != "/readyz":
+        detail = exc.public  # hosts, users and driver errors stay in the log (above) and on /readyz
     return problem_response(
         request,
         status=exc.status,
         title=exc.title,
-        detail=exc.detail,
+        detail=detail,
         type_=problem_type(type(exc)),
         errors=errors,
         headers=headers or None,

@@ -325,5 +325,9 @@ class InvitationResult(_Out):
     @classmethod
     def of(cls, message: OutboxMessage, *, address: str) -> InvitationResult:
         """The outcome, with the friend's address taken out of any provider's words about it."""
-        detail = re.sub(re.escape(address.strip()), "the friend's address", message.detail, flags=re.IGNORECASE)
+        if message.status is not MessageStatus.HELD:
+            # a failure's words come from the mail server or provider: not the customer's business
+            detail = "" if message.status is MessageStatus.SENT else "not sent yet; it will be retried"
+        else:
+            detail = re.sub(re.escape(address.strip()), "the friend's address", message.detail, flags=re.IGNORECASE)
         return cls(outreach_id=message.outreach_id, status=message.status, reason=message.reason, detail=detail)

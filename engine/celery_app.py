@@ -1,5 +1,8 @@
 """The Celery application: Redis as broker and result store, JSON only, late acks.
 
+With late acks Redis hands a task it gave a worker to another once `celery.visibility_timeout_s` passes unacked:
+that is how a killed worker's task runs again, and why the timeout must outlast the slowest task.
+
 Workers start with `celery -A engine.celery_app worker`; they read the same `ADVOCACY_*` settings as the API.
 """
 
@@ -24,6 +27,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         result_expires=3600,
         broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.celery.visibility_timeout_s},
     )
     return app
 

@@ -35,6 +35,14 @@ noeviction`: an evicting policy would silently drop counts, while a full Redis r
 reservation fails with `StoreUnavailable`, and the message waits. A failover to an asynchronous replica may
 lose the last writes too; `min-replicas-to-write` narrows that window.
 
+Should Redis lose its counts all the same (a restart without persistence, a flush, an eviction), the outbox is
+the record of what was sent. `make_limiter` builds the Redis limiter with `detect_loss`: a `<prefix>ready` key,
+written once the counts are known, must exist for a reservation to be decided (the script checks it in the
+same atomic step), else `reserve` raises `LimiterStateLost`. `restore` then rebuilds every person's entries
+from the messages the outbox holds as sent within the longest window, as if each had been reserved and never
+answered (engagements are not in the outbox, so the back-off errs on the side of waiting), and sets the key;
+one caller restores under a lock while the others wait for it (`OutreachService` does this).
+
 **SQLite** (`SqliteContactLimiter`) keeps the same entries in one table and runs each reservation in one `BEGIN
 IMMEDIATE` transaction, in WAL mode, on a connection per thread, retrying while the file is locked.
 """
@@ -75,6 +83,10 @@ MAX_BACKOFF_DAYS: Final = 3660
 _MAX_WAIT_US: Final = MAX_BACKOFF_DAYS * _DAY_US
 
 T = TypeVar("T")
+
+
+class LimiterStateLost(StoreUnavailable):
+    """Redis no longer holds the contact counts (it restarted empty): `restore` them before deciding anything."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +140,12 @@ class ContactLimiter(Protocol):
 
     def forget(self, person_key: str) -> None:
         """Erase everything counted about the person."""
+        ...
+
+    def restore(
+        self, contacts: Callable[[datetime], Iterable[Reservation]], *, at: datetime, policy: ContactPolicy
+    ) -> None:
+        """After `LimiterStateLost`: record `contacts(since)` (the outbox's sends after `since`) as reservations."""
         ...
 
     def close(self) -> None: ...
@@ -269,6 +287,9 @@ _RESERVE_LUA: Final = (
     _LUA_REMOVE
     + """
 local key, at, token = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then
+  return 2
+end
 local plan = {struct.unpack('<' .. string.rep('d', #ARGV[3] / 8), ARGV[3])}
 local nscopes = #ARGV - 3
 local first = ARGV[4] .. token
@@ -376,9 +397,10 @@ end
 return 1
 """
 )
-"""KEYS: the person's set. ARGV: at, token, the plan packed as doubles (see `_redis_plan`), then the member
-prefix of each scope. Returns 1 when allowed, else {0, 1, scope, cap, retry or -1} for a cap or {0, 2,
-unanswered, wait, retry} for the back-off."""
+"""KEYS: the person's set, and with `detect_loss` the `ready` key. ARGV: at, token, the plan packed as doubles (see
+`_redis_plan`), then the member prefix of each scope. Returns 1 when allowed, 2 (having done nothing) when the
+`ready` key is missing, else {0, 1, scope, cap, retry or -1} for a cap or {0, 2, unanswered, wait, retry} for the
+back-off."""
 
 _ENGAGE_LUA: Final = (
     _LUA_REMOVE
@@ -394,6 +416,19 @@ return #answered
 """
 )
 
+
+_MARK_READY_LUA: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+"""KEYS: the restore lock, the ready key (empty: only give the lock back). ARGV: the lock's owner, the time
+restored. Acts only while the lock is still ours (a Redis that restarted during the restore has lost it)."""
 
 _RESERVE_SHA: Final = hashlib.sha1(_RESERVE_LUA.encode(), usedforsecurity=False).hexdigest()
 _ENGAGE_SHA: Final = hashlib.sha1(_ENGAGE_LUA.encode(), usedforsecurity=False).hexdigest()
@@ -411,7 +446,7 @@ class _Encoded:
     tail: bytes
 
 
-def _redis_plan(plan: _Plan) -> _Encoded:
+def _redis_plan(plan: _Plan, keys: int = 1) -> _Encoded:
     """The script's arguments after `at` and `token`: a few packed doubles rather than a score of arguments,
     each of which costs the client and the server about a microsecond."""
     values: list[float] = [plan.keep_us, math.ceil(plan.keep_us / 1000)]
@@ -432,11 +467,18 @@ def _redis_plan(plan: _Plan) -> _Encoded:
     else:
         values.append(0)
     args = [struct.pack(f"<{len(values)}d", *values), *(f"{scope.suffix}|".encode() for scope in plan.scopes)]
-    head = b"*%d\r\n" % (6 + len(args)) + _bulk(b"EVALSHA") + _bulk(_RESERVE_SHA.encode()) + _bulk(b"1")
+    head = b"*%d\r\n" % (5 + keys + len(args)) + _bulk(b"EVALSHA") + _bulk(_RESERVE_SHA.encode())
+    head += _bulk(b"%d" % keys)
     return _Encoded(head, b"".join(_bulk(arg) for arg in args))
 
 
+_LOST: Final = 2
+"""The script's answer when the `ready` key is missing."""
+
+
 def _redis_decision(plan: _Plan, raw: int | Sequence[int]) -> LimitDecision:
+    if raw == _LOST:
+        raise LimiterStateLost("the contact limiter's Redis has lost its counts; they must be restored first")
     if isinstance(raw, int):
         return ALLOWED
     if raw[1] == 1:
@@ -451,9 +493,18 @@ class RedisContactLimiter:
     order, one round trip per batch: redis-py's generic command packing cost more than the script itself.
     Scripts are called by EVALSHA and loaded on the first NOSCRIPT answer (a new or restarted server). A batch
     whose connection fails is sent once more on a new connection: tokens make that safe.
+
+    With `detect_loss`, a reservation on a Redis that has lost its counts raises `LimiterStateLost` until
+    `restore` has run (see the module docstring); without it (a bare limiter in tests and benchmarks), an empty
+    Redis simply means nobody was contacted.
     """
 
-    def __init__(self, client: redis.Redis[Any] | str, *, prefix: str = "adv:contact:") -> None:
+    RESTORE_LOCK_S: Final = 300.0
+    """How long a restoring worker holds the lock: if it dies, another restores after this."""
+
+    def __init__(
+        self, client: redis.Redis[Any] | str, *, prefix: str = "adv:contact:", detect_loss: bool = False
+    ) -> None:
         if isinstance(client, str):
             self._client = redis.Redis.from_url(client, socket_connect_timeout=5, socket_timeout=10)
             self._owned = True
@@ -462,6 +513,9 @@ class RedisContactLimiter:
             self._owned = False
         self._prefix = prefix
         self._plans = _Plans()
+        self._ready = f"{prefix}ready"
+        self._ready_arg = _bulk(self._ready.encode()) if detect_loss else b""
+        self._encode: Callable[[_Plan], _Encoded] = lambda plan: _redis_plan(plan, 2 if detect_loss else 1)
 
     def _key(self, person_key: str) -> str:
         return f"{self._prefix}{{{person_key}}}"
@@ -518,9 +572,9 @@ class RedisContactLimiter:
         return replies
 
     def _command(self, r: Reservation, policy: ContactPolicy) -> tuple[_Plan, bytes]:
-        plan, encoded = self._plans.get(policy, r.channel, r.kind, _redis_plan)
+        plan, encoded = self._plans.get(policy, r.channel, r.kind, self._encode)
         key, at, token = self._key(r.person_key).encode(), b"%d" % to_us(r.at), r.token.encode()
-        return plan, encoded.head + _bulk(key) + _bulk(at) + _bulk(token) + encoded.tail
+        return plan, encoded.head + _bulk(key) + self._ready_arg + _bulk(at) + _bulk(token) + encoded.tail
 
     def reserve(
         self,
@@ -569,6 +623,70 @@ class RedisContactLimiter:
             self._client.delete(self._key(person_key))
         except redis.RedisError as exc:
             raise self._unavailable(exc) from exc
+
+    def restore(
+        self,
+        contacts: Callable[[datetime], Iterable[Reservation]],
+        *,
+        at: datetime,
+        policy: ContactPolicy,
+        wait_s: float = 30.0,
+    ) -> None:
+        """Rebuild the counts from `contacts(since)` once, under a lock, then mark Redis ready.
+
+        Each contact is recorded as its reservation would have been (its scopes and, for marketing, one unanswered
+        message), at its own time. Callers that find the lock taken wait up to `wait_s` for the holder to finish,
+        then raise `StoreUnavailable`. The ready key is set only if the lock is still ours: a Redis that restarted
+        again while this ran has lost the lock too, and the next reservation starts over.
+        """
+        keep_us = _make_plan(policy, ContactChannel.EMAIL, MessageKind.MARKETING).keep_us
+        now_us = to_us(at)
+        owner = os.urandom(8).hex()
+        lock = f"{self._prefix}restoring"
+        try:
+            if self._client.exists(self._ready):
+                return
+            if not self._client.set(lock, owner, nx=True, px=int(self.RESTORE_LOCK_S * 1000)):
+                deadline = time.monotonic() + wait_s
+                while time.monotonic() < deadline:
+                    if self._client.exists(self._ready):
+                        return
+                    time.sleep(0.05)
+                raise StoreUnavailable("the contact counts are being restored from the outbox; try again shortly")
+            try:
+                self._write_contacts(contacts(from_us(now_us - keep_us)), policy, now_us - keep_us)
+                marked = self._client.execute_command("EVAL", _MARK_READY_LUA, 2, lock, self._ready, owner, now_us)
+            except BaseException:  # give the lock back, marking nothing
+                with contextlib.suppress(redis.RedisError):
+                    self._client.execute_command("EVAL", _MARK_READY_LUA, 2, lock, "", owner, 0)
+                raise
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        if not marked:
+            raise LimiterStateLost("the contact limiter's Redis lost its counts again while they were restored")
+
+    def _write_contacts(self, contacts: Iterable[Reservation], policy: ContactPolicy, since_us: int) -> None:
+        entries: dict[str, dict[str | bytes, bytes | float | int | str]] = {}
+        unanswered: dict[str, set[str]] = {}
+        for contact in contacts:
+            at_us = to_us(contact.at)
+            if at_us <= since_us:
+                continue
+            key = self._key(contact.person_key)
+            members = entries.setdefault(key, {})
+            members.update({f"{s}|{contact.token}": at_us for s in _suffixes(contact.channel, contact.kind)})
+            if contact.kind is not MessageKind.TRANSACTIONAL:
+                unanswered.setdefault(key, set()).add(contact.token)
+        keep_us = _make_plan(policy, ContactChannel.EMAIL, MessageKind.MARKETING).keep_us
+        memory_us = days_us(policy.backoff_memory_days)
+        people = list(entries.items())
+        for start in range(0, len(people), 1000):
+            pipe = self._client.pipeline(transaction=False)
+            for key, members in people[start : start + 1000]:
+                waited_us = backoff_wait_us(policy, len(unanswered.get(key, ())))
+                pipe.zadd(key, members)
+                pipe.pexpire(key, math.ceil(max(keep_us, waited_us + memory_us) / 1000))
+            pipe.execute()
 
     def close(self) -> None:
         if self._owned:
@@ -794,7 +912,19 @@ class SqliteContactLimiter:
         )
 
     def forget(self, person_key: str) -> None:
-        self._run(lambda conn: conn.execute("DELETE FROM contact_log WHERE person = ?", (person_key,)))
+        """Erasure: the rows go, their bytes are overwritten, and the write-ahead log is emptied into the file."""
+
+        def erase(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("DELETE FROM contact_log WHERE person = ?", (person_key,))
+
+        self._run(erase)
+        self._run(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"), begin=False)
+
+    def restore(
+        self, contacts: Callable[[datetime], Iterable[Reservation]], *, at: datetime, policy: ContactPolicy
+    ) -> None:
+        """Nothing to do: the file keeps its counts (`reserve` never raises `LimiterStateLost`)."""
 
     def close(self) -> None:
         self._closed = True
@@ -811,5 +941,5 @@ def make_limiter(settings: Settings) -> ContactLimiter:
     """The limiter `Settings.contact.backend` names: Redis in production, SQLite when embedded."""
     contact = settings.contact
     if contact.backend == "redis":
-        return RedisContactLimiter(contact.redis_db_url or settings.redis.url)
+        return RedisContactLimiter(contact.redis_db_url or settings.redis.url, detect_loss=True)
     return SqliteContactLimiter(contact.sqlite_path)

@@ -371,7 +371,7 @@ def install_task_context(settings: Settings | None = None) -> None:
     global _installed
     if settings is not None:
         _worker.log_format, _ = log_options(settings)
-        _worker.metrics_port = getattr(settings.celery, "metrics_port", None)
+        _worker.metrics_port = settings.celery.metrics_port
     with _install_lock:
         if _installed:
             return

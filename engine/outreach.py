@@ -27,11 +27,11 @@ from engine.channels import ChannelAdapter, DeliveryError, Outgoing
 from engine.contact_policy import precheck
 from engine.fraud import normalise_email
 from engine.kits import Kit, KitContext, KitRenderer, load_kit_context
-from engine.limits import ContactLimiter
+from engine.limits import ContactLimiter, LimitDecision, LimiterStateLost, Reservation
 from engine.referrals import ReferralService
 from engine.settings import Settings
 from engine.targeting import choose_targets
-from engine.unsubscribe import UnsubscribeRequest, make_token, read_token, unsubscribe_url
+from engine.unsubscribe import UnsubscribeRequest, link_secrets, make_token, read_token, unsubscribe_url
 from engine.webhooks import keyed_hash
 from graph.errors import InvalidInput, LedgerConflict, NotFound, PolicyViolation
 from graph.model import ContactChannel, Customer, Event, EventKind, Segment, utcnow
@@ -268,14 +268,7 @@ class OutreachService:
         if adapter is None:
             detail = f"no {message.channel.value} provider is configured"
             return self._finish(message, MessageStatus.HELD, reason=HoldReason.NO_ADDRESS, detail=detail)
-        decision = self.limiter.reserve(
-            message.person_key,
-            message.channel,
-            message.kind,
-            at=now,
-            policy=self.settings.contact.policy,
-            token=message.key,
-        )
+        decision = self._reserve(message, now)
         if not decision.allowed:
             assert decision.reason is not None
             return self._finish(message, MessageStatus.HELD, reason=decision.reason, detail=decision.detail)
@@ -283,6 +276,40 @@ class OutreachService:
         outgoing = self._compose(message, outreach, address, now)
         delivery = adapter.send(outgoing)
         return self._finish(message, MessageStatus.SENT, provider_id=delivery.provider_id)
+
+    def _reserve(self, message: OutboxMessage, now: datetime) -> LimitDecision:
+        """The limiter's decision; if its Redis lost the counts, they are restored from the outbox first."""
+        policy = self.settings.contact.policy
+
+        def reserve() -> LimitDecision:
+            return self.limiter.reserve(
+                message.person_key, message.channel, message.kind, at=now, policy=policy, token=message.key
+            )
+
+        try:
+            return reserve()
+        except LimiterStateLost:
+            log.warning("the contact limiter lost its counts; restoring them from the outbox")
+            self.limiter.restore(self._contacts_since, at=now, policy=policy)
+            return reserve()
+
+    def _contacts_since(self, since: datetime) -> Iterator[Reservation]:
+        """Every message the outbox holds as sent after `since`, under its own key as the token.
+
+        Messages still `sending` are left out: each is decided again when its worker reserves it (its own token
+        would otherwise let it through whatever else the person received). One that had gone out on the lost
+        counts and is recorded `sent` only after this read is the one contact a restore can miss.
+        """
+        for outreach in self.store.list_outreach():
+            after: str | None = None
+            while True:
+                page = self.store.list_messages(outreach.id, status=MessageStatus.SENT, limit=1000, after=after)
+                for m in page:
+                    if m.sent_at is not None and m.sent_at > since:
+                        yield Reservation(m.person_key, m.channel, m.kind, m.sent_at, m.key)
+                if len(page) < 1000:
+                    break
+                after = page[-1].key
 
     def _compose(self, message: OutboxMessage, outreach: Outreach | None, address: str, now: datetime) -> Outgoing:
         token = make_token(self._unsubscribe_secret, message.person_key, channel=None, issued_at=now)
@@ -417,11 +444,11 @@ class OutreachService:
 
     def read_unsubscribe(self, token: str) -> UnsubscribeRequest:
         """Check an unsubscribe link without acting on it (mail scanners open links; only the POST acts)."""
-        return read_token([self._unsubscribe_secret], token, now=self.clock())
+        return read_token(link_secrets(self.settings.contact), token, now=self.clock())
 
     def unsubscribe(self, token: str) -> Suppression:
         """A one-click unsubscribe (or a friend declining invitations): nobody contacts them for marketing again."""
-        request = read_token([self._unsubscribe_secret], token, now=self.clock())
+        request = read_token(link_secrets(self.settings.contact), token, now=self.clock())
         reason = HoldReason.DECLINED if request.person_key.startswith("email:") else HoldReason.UNSUBSCRIBED
         suppression = Suppression(
             person_key=request.person_key, reason=reason, at=self.clock(), channel=request.channel

@@ -50,6 +50,8 @@ class ApiSettings(BaseModel):
     """How long a POST's `Idempotency-Key` replays the first response."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    max_body_bytes: int = Field(default=10 * 2**20, ge=1024)
+    """Request bodies over this are refused with 413 before they are read (imports go in batches under it)."""
 
     @model_validator(mode="after")
     def _strong_keys(self) -> ApiSettings:
@@ -78,6 +80,11 @@ class CelerySettings(BaseModel):
     distribute_sampling: bool = False
     sampling_chunks: int = Field(default=8, ge=1, le=1024)
     task_timeout_s: float = Field(default=600.0, gt=0)
+    visibility_timeout_s: int = Field(default=3600, ge=1)
+    """How long Redis keeps a task a worker took (acks are late) before handing it to another worker: longer
+    than the slowest task, or a long task runs twice; a killed worker's tasks wait this long to be run again."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Where each worker serves its Prometheus metrics; None serves none (0 picks a free port)."""
 
 
 class ReferralSettings(BaseModel):
@@ -120,6 +127,10 @@ class ContactSettings(BaseModel):
     lease_s: float = Field(default=120.0, gt=0, le=86_400)
     """How long a worker owns a claimed outbox message before another may take it over."""
     unsubscribe_secret: SecretStr = SecretStr("dev-only-unsubscribe-secret")
+    """Signs the one-click unsubscribe links of new messages."""
+    unsubscribe_previous_secrets: list[SecretStr] = Field(default_factory=list)
+    """Secrets retired from signing whose links still work: links sit in old messages for a year, so rotating
+    `unsubscribe_secret` moves the old one here rather than breaking every link already sent."""
     smtp_host: str | None = None
     """Without an SMTP host, email goes to `maildir` (development and the demo)."""
     smtp_port: int = Field(default=25, ge=1, le=65535)

@@ -18,13 +18,16 @@ import hmac
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from graph.errors import Unauthorized
 from graph.model import ContactChannel
 from graph.outreach import PersonKey
+
+if TYPE_CHECKING:
+    from engine.settings import ContactSettings
 
 ALL_CHANNELS: Final = "*"
 MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
@@ -123,6 +126,12 @@ def _parse(payload: bytes) -> UnsubscribeRequest:
         )
     except (ValueError, ValidationError):
         raise Unauthorized("malformed unsubscribe link") from None
+
+
+def link_secrets(contact: ContactSettings) -> list[str]:
+    """Every secret a link may be signed with: the current one, then those retired from signing
+    (`contact.unsubscribe_previous_secrets`), for `read_token`. New links are signed with the first."""
+    return [secret.get_secret_value() for secret in (contact.unsubscribe_secret, *contact.unsubscribe_previous_secrets)]
 
 
 def read_token(

@@ -87,6 +87,11 @@ class StoreUnavailable(AdvocacyError):
     title = "Service unavailable"
     retry_after_s: int = 5
 
+    def __init__(self, detail: str, *, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = public or "a service this request needs is not answering; retry after the Retry-After delay"
+        """What a client is told: `detail` names hosts and driver errors, which are for logs and `/readyz`."""
+
 
 class TooManyRequests(AdvocacyError):
     """A caller went over its request rate; `retry_after_s` says when the window lets it in again."""

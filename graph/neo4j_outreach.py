@@ -12,7 +12,7 @@ Times travel as integer microseconds and are stored as `DATETIME`s, as in the re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -20,7 +20,7 @@ from neo4j import ManagedTransaction
 
 from graph import outreach_cypher as q
 from graph.errors import InvalidInput, NotFound
-from graph.model import _utc
+from graph.model import ContactChannel, _utc
 from graph.neo4j_program import from_us, to_us
 from graph.outbox import check_outcome, claimable, claimed, finished
 from graph.outreach import (
@@ -313,6 +313,18 @@ class Neo4jOutreach:
             suppression = _suppression_from(row)
             found.setdefault(suppression.person_key, []).append(suppression)
         return found
+
+    def lift_suppressions(self, person_key: str, channels: Collection[ContactChannel] | None, *, at: datetime) -> int:
+        named = None if channels is None else sorted({ContactChannel(channel).value for channel in channels})
+        if named == []:
+            return 0
+        params = {"person_key": person_key, "channels": named, "at_us": to_us(at)}
+
+        def work(tx: ManagedTransaction) -> int:
+            lifted: int = tx.run(q.LIFT_SUPPRESSIONS, params).single(strict=True)["n"]
+            return lifted
+
+        return self._write("lift suppressions", work)
 
 
 def _chunks(rows: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:

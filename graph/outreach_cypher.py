@@ -202,6 +202,15 @@ RETURN {_suppression_fields} AS row
 ORDER BY s.person_key, s.at, s.channel_key
 """
 
+LIFT_SUPPRESSIONS: Final = f"""
+OPTIONAL MATCH (s:Suppression {{person_key: $person_key}})
+WHERE ($channels IS NULL OR s.channel IN $channels) AND s.at <= {_datetime("$at_us")}
+DETACH DELETE s
+RETURN count(s) AS n
+"""
+"""`$channels` null lifts every suppression of the person, that of all channels (`channel` null) included; a list
+names channels, which never matches the suppression of all channels. Later records than `$at_us` stay."""
+
 # --- erasure and deletion --------------------------------------------------------------------------------------
 ERASE_OUTREACH: Final = """
 CALL () {

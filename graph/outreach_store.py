@@ -12,10 +12,11 @@ of `email:<hash>` keys stay, since they exist to honour a refusal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from graph.model import ContactChannel
 from graph.outreach import (
     HoldReason,
     MessageStatus,
@@ -111,3 +112,13 @@ class OutreachStore(Protocol):
 
     def suppressions(self, person_keys: Iterable[str]) -> dict[str, list[Suppression]]:
         """The suppressions of each given person key that has any."""
+
+    def lift_suppressions(self, person_key: str, channels: Collection[ContactChannel] | None, *, at: datetime) -> int:
+        """Remove the person's suppressions of `channels` (None: every one, that of all channels included), in one
+        transaction; returns how many went.
+
+        Naming channels lifts their own suppressions only: the suppression of every channel goes with None alone.
+        Only records at or before `at` are lifted, so a refusal recorded after the request that lifts stands. The
+        store lifts any person key; who may ask for it (the customer themself, never for an `email:<hash>` key)
+        is the engine's rule (`engine.preferences`).
+        """

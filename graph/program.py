@@ -184,8 +184,8 @@ class Campaign(_Model):
             raise ValueError("reward rule ids must be unique within a campaign")
         if "{code}" not in self.landing_url:
             raise ValueError("landing_url must contain {code}")
-        if not (self.landing_url.startswith("/") or re.match(r"^https?://", self.landing_url)):
-            raise ValueError("landing_url is a path on this server or an http(s) URL")
+        if not (re.match(r"^/(?![/\\])", self.landing_url) or re.match(r"^https?://", self.landing_url)):
+            raise ValueError("landing_url is a path on this server or an http(s) URL (`//host` leaves the site)")
         return self
 
     def rule(self, rule_id: str) -> RewardRule | None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import heapq
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from graph.errors import InvalidInput, NotFound
-from graph.model import _utc
+from graph.model import ContactChannel, _utc
 from graph.outbox import check_outcome, claimable, claimed, finished
 from graph.outreach import (
     HoldReason,
@@ -356,6 +356,22 @@ class SqliteOutreach:
         for row in rows:
             found.setdefault(row[0], []).append(_suppression_from(row))
         return found
+
+    def lift_suppressions(self, person_key: str, channels: Collection[ContactChannel] | None, *, at: datetime) -> int:
+        if channels is None:
+            sql = "DELETE FROM suppressions WHERE person_key = ? AND at_us <= ?"
+            params: tuple[object, ...] = (person_key, _to_us(at))
+        else:
+            named = sorted({ContactChannel(channel).value for channel in channels})
+            if not named:
+                return 0
+            sql = (
+                "DELETE FROM suppressions WHERE person_key = ? AND at_us <= ?"
+                " AND channel IN (SELECT value FROM json_each(?))"
+            )
+            params = (person_key, _to_us(at), json.dumps(named))
+        lifted: int = self._run(lambda conn: conn.execute(sql, params).rowcount, write=True)
+        return lifted
 
     # --- erasure (called inside SqliteStore's transaction) ---------------------------------------------------
     @staticmethod

@@ -276,6 +276,27 @@ def _referral_edge(row: Row) -> EdgeRecord:
     return EdgeRecord(row[0], row[1], EdgeType.REFERRED, row[2], 1.0, _EPOCH + timedelta(microseconds=row[3]))
 
 
+class _Held:
+    """A thread's connection, closed as soon as the thread ends and its `threading.local` entry goes.
+
+    A `sqlite3.Connection` refers to itself through its statement cache, so without this only a full garbage
+    collection would free it: a web server's thread pool, which retires idle threads and starts new ones, then
+    leaks a connection (its file descriptors and page cache) per retired thread. A forked child leaves its
+    parent's connections alone.
+    """
+
+    __slots__ = ("conn", "pid")
+
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        if os.getpid() == self.pid:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+
+
 class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
     """The customer graph, the referral programme and outreach in one SQLite file; see the module docstring."""
 
@@ -356,11 +377,11 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
             raise StoreUnavailable(f"the store {self.describe()} has been closed")
         if os.getpid() != self._pid:
             self._reset_connections()
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
-        return conn
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
+            held = _Held(self._open())
+            self._local.held = held
+        return held.conn
 
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create or migrate the schema; safe when several processes open the file at once."""

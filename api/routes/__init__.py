@@ -42,6 +42,7 @@ Guard = Literal["v1", "public", "webhook", "open"]
 
 ROUTERS: tuple[tuple[APIRouter, Guard], ...] = (
     (health.router, "open"),
+    (referrals.public_router, "public"),  # the busiest route first: Starlette tries routes in order
     (access.router, "v1"),
     (customers.router, "v1"),
     (graph.router, "v1"),
@@ -61,7 +62,6 @@ ROUTERS: tuple[tuple[APIRouter, Guard], ...] = (
     (campaign_lifecycle.router, "v1"),
     (kit_material.customer_router, "v1"),
     (conversions.webhook_router, "webhook"),
-    (referrals.public_router, "public"),
     (contact.public_router, "public"),
     (access.public_router, "public"),
     (pages.router, "open"),

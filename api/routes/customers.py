@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
-from api.deps import StoreDep
+from api.deps import ContactHolderDep, StoreDep
 from api.schemas import CUSTOMER_EXAMPLE, CustomerDetail, CustomerPage, problem_responses
-from engine import views
+from engine import erasure, views
 from graph.model import Customer, ErasureReport
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -64,9 +64,11 @@ def put_customer(
 @router.delete(
     "/{customer_id}",
     summary="Erase a customer (GDPR article 17)",
-    description="Removes the person, their personal data, edges, events and scores. Only anonymous counts "
-    "remain (see `/v1/stats`). A second erasure of the same id answers 404.",
+    description="Removes the person, their personal data, edges, events and scores, their messages and "
+    "unsubscribes, and the contact limiter's record of when they were contacted. Only anonymous counts remain "
+    "(see `/v1/stats`). A second erasure of the same id answers 404 (and completes the first, had it answered "
+    "503 part-way).",
     responses=problem_responses(404, 503),
 )
-def erase_customer(customer_id: CustomerIdPath, store: StoreDep) -> ErasureReport:
-    return store.erase_customer(customer_id)
+def erase_customer(customer_id: CustomerIdPath, store: StoreDep, contact: ContactHolderDep) -> ErasureReport:
+    return erasure.erase_customer(store, contact.get().limiter, customer_id)

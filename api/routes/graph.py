@@ -8,7 +8,9 @@ from fastapi import APIRouter, Body, Query
 
 from api.deps import StoreDep
 from api.schemas import CUSTOMER_EXAMPLE, GraphView, ImportResult, problem_responses
+from api.schemas_customers import MAX_BATCH
 from engine import views
+from graph.errors import InvalidInput
 from graph.model import GraphBatch, GraphStats
 
 router = APIRouter(prefix="/v1", tags=["graph"])
@@ -39,7 +41,7 @@ def get_stats(store: StoreDep) -> GraphStats:
     summary="Import customers, edges and events in one transaction",
     description="Writes a `GraphBatch`: all of its rows or none. Edges and events may name customers of the "
     "same batch or already stored; a row naming an unknown customer refuses the whole batch with 422. "
-    "Importing the same rows again changes nothing.",
+    "Importing the same rows again changes nothing. At most 10,000 rows per list.",
     responses=problem_responses(422, 503),
 )
 def import_batch(
@@ -48,6 +50,12 @@ def import_batch(
     ],
     store: StoreDep,
 ) -> ImportResult:
+    too_long = [name for name in type(batch).model_fields if len(getattr(batch, name)) > MAX_BATCH]
+    if too_long:
+        raise InvalidInput(
+            f"at most {MAX_BATCH:,} rows per list in one request ({', '.join(too_long)}): send several batches, "
+            "or use `advocacy import` for files"
+        )
     store.write_batch(batch)
     return ImportResult.of(batch)
 

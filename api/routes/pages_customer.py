@@ -19,7 +19,7 @@ from api.routes.pages import render
 from engine import views
 from engine.outreach import OutreachService
 from engine.preferences import PreferenceChange, change_preferences
-from graph.errors import InvalidInput, PolicyViolation
+from graph.errors import Forbidden, InvalidInput, PolicyViolation
 from graph.model import ContactChannel, EventKind
 from graph.outreach import ShareChannel
 from graph.program import RewardState
@@ -117,8 +117,8 @@ def save_preferences(
         ticked = set(consent or ())
         change = PreferenceChange(consent={channel: channel in ticked for channel in shown or ()})
     try:
-        change_preferences(store, page.customer_id, change, clock=clock)
-    except (PolicyViolation, InvalidInput) as exc:
+        change_preferences(store, page.customer_id, change, clock=clock, by_customer=True)
+    except (PolicyViolation, InvalidInput, Forbidden) as exc:
         return _me_page(
             request,
             page,

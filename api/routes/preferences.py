@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
+from api.auth import Customer, PrincipalDep
 from api.deps import ClockDep, StoreDep
 from api.schemas import problem_responses
 from api.schemas_customers import Preferences
@@ -33,10 +34,12 @@ def get_preferences(customer_id: CustomerIdPath, store: StoreDep) -> Preferences
     summary="Change a customer's contact preferences",
     description="Sets what the body names and keeps the rest, so a customer is never re-subscribed by a field "
     "left out. `unsubscribed: true` stops every message on every channel, as the one-click link does, and clears "
-    "every consent; consenting again on a channel an unsubscribe covers (or `unsubscribed: false` after one) "
-    "answers 409, since a recorded unsubscribe cannot be undone here yet. Asking to unsubscribe and to consent "
-    "at once answers 422. Repeating a change changes nothing.",
-    responses=problem_responses(404, 409, 422, 503),
+    "every consent. Only the customer themself (their own token or session) can undo an unsubscribe: "
+    "`unsubscribed: false`, or consent to any channel, after an unsubscribe from everything lifts it and sets "
+    "consent to exactly the channels named; consent to a channel left through its own link lifts that one. "
+    "Asked with a marketer's key, such a request answers 403 and changes nothing. Asking to unsubscribe and to "
+    "consent at once answers 422. Repeating a change changes nothing.",
+    responses=problem_responses(404, 422, 503),
 )
 def put_preferences(
     customer_id: CustomerIdPath,
@@ -55,5 +58,7 @@ def put_preferences(
     ],
     store: StoreDep,
     clock: ClockDep,
+    principal: PrincipalDep,
 ) -> Preferences:
-    return Preferences.of(change_preferences(store, customer_id, body, clock=clock))
+    by_customer = isinstance(principal, Customer) and principal.customer_id == customer_id
+    return Preferences.of(change_preferences(store, customer_id, body, clock=clock, by_customer=by_customer))

@@ -93,6 +93,87 @@ def test_the_same_person_key_asked_twice_is_answered_once(store: Store) -> None:
     assert store.suppressions([FRIEND, FRIEND]) == {FRIEND: [suppression]}
 
 
+# --- lifting -----------------------------------------------------------------------------------------------------
+def suppress_everywhere_and_by_email_and_sms(store: Store, person: str) -> list[Suppression]:
+    """A global unsubscribe and two channels left through their own links, all before `BASE_TIME + 3 days`."""
+    suppressions = [
+        make_suppression(person, at=BASE_TIME + timedelta(days=2)),
+        make_suppression(person, channel=ContactChannel.EMAIL),
+        make_suppression(person, channel=ContactChannel.SMS, at=BASE_TIME + timedelta(days=1)),
+    ]
+    for suppression in suppressions:
+        store.suppress(suppression)
+    return suppressions
+
+
+LATER = BASE_TIME + timedelta(days=3)
+
+
+def test_lifting_every_suppression_of_a_person_leaves_others_alone(store: Store) -> None:
+    ann, bob = customer_key("c-ann"), customer_key("c-bob")
+    suppress_everywhere_and_by_email_and_sms(store, ann)
+    bobs = make_suppression(bob)
+    friends = make_suppression(FRIEND, reason=HoldReason.DECLINED)
+    store.suppress(bobs)
+    store.suppress(friends)
+
+    assert store.lift_suppressions(ann, None, at=LATER) == 3
+
+    assert store.suppressions([ann, bob, FRIEND]) == {bob: [bobs], FRIEND: [friends]}
+
+
+def test_lifting_named_channels_keeps_the_other_channels_and_the_suppression_of_all(store: Store) -> None:
+    person = customer_key("c-ann")
+    everywhere, _, by_sms = suppress_everywhere_and_by_email_and_sms(store, person)
+
+    assert store.lift_suppressions(person, [ContactChannel.EMAIL, ContactChannel.WHATSAPP], at=LATER) == 1
+
+    assert by_channel(store.suppressions([person])[person]) == by_channel([everywhere, by_sms])
+
+
+def test_lifting_nothing_named_or_nothing_there_lifts_nothing(store: Store) -> None:
+    person = customer_key("c-ann")
+    kept = suppress_everywhere_and_by_email_and_sms(store, person)
+
+    assert store.lift_suppressions(person, [], at=LATER) == 0
+    assert store.lift_suppressions(person, [ContactChannel.PUSH], at=LATER) == 0
+    assert store.lift_suppressions(customer_key("c-bob"), None, at=LATER) == 0
+
+    assert by_channel(store.suppressions([person])[person]) == by_channel(kept)
+
+
+def test_a_suppression_recorded_after_the_lift_time_stands(store: Store) -> None:
+    person = customer_key("c-ann")
+    everywhere, by_email, by_sms = suppress_everywhere_and_by_email_and_sms(store, person)
+
+    assert store.lift_suppressions(person, None, at=BASE_TIME + timedelta(days=1)) == 2
+
+    assert store.suppressions([person]) == {person: [everywhere]}
+    assert by_email.at <= by_sms.at == BASE_TIME + timedelta(days=1) < everywhere.at
+
+
+def test_lifting_twice_lifts_once_and_a_lifted_person_can_be_suppressed_again(store: Store) -> None:
+    person = customer_key("c-ann")
+    suppress_everywhere_and_by_email_and_sms(store, person)
+    assert store.lift_suppressions(person, None, at=LATER) == 3
+    assert store.lift_suppressions(person, None, at=LATER) == 0
+
+    again = make_suppression(person, at=LATER + timedelta(days=1))
+    store.suppress(again)
+
+    assert store.suppressions([person]) == {person: [again]}, "the new record, not the lifted earlier one"
+
+
+def test_a_friends_refusal_under_an_email_key_is_lifted_only_under_that_key(store: Store) -> None:
+    refusal = make_suppression(FRIEND, reason=HoldReason.DECLINED, channel=ContactChannel.EMAIL)
+    store.suppress(refusal)
+
+    assert store.lift_suppressions(customer_key("c-ann"), None, at=LATER) == 0
+    assert store.suppressions([FRIEND]) == {FRIEND: [refusal]}
+    assert store.lift_suppressions(FRIEND, [ContactChannel.EMAIL], at=LATER) == 1
+    assert store.suppressions([FRIEND]) == {}
+
+
 # --- erasure -----------------------------------------------------------------------------------------------------
 def test_erasure_removes_the_persons_messages_and_suppressions_but_keeps_a_friends_refusal(store: Store) -> None:
     victim, other = make_customer(id="zoe-4711"), make_customer(id="bob")

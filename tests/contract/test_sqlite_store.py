@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import sqlite3
 import threading
@@ -246,3 +247,36 @@ def test_closing_the_store_closes_connections_opened_by_other_threads(store: Sql
     for conn in connections:
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             conn.execute("SELECT 1")
+
+
+def _descriptors_on(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        count += str(target).startswith(str(path))
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts descriptors through /proc")
+def test_a_thread_that_ends_closes_its_connection_without_waiting_for_the_garbage_collector(
+    store: SqliteStore, db: Path
+) -> None:
+    """A web server's thread pool retires threads and starts new ones; each must not leave a connection open."""
+    store.upsert_customers([make_customer(id="a")])
+    counts = []
+    gc.disable()  # the leak this guards against is freed only by a full collection
+    try:
+        for _ in range(6):
+            threads = [threading.Thread(target=store.get_customer, args=("a",)) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            counts.append(_descriptors_on(db))
+    finally:
+        gc.enable()
+    assert counts[-1] == counts[0], counts  # SQLite reuses a closed connection's descriptors; leaked ones pile up

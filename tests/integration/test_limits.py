@@ -435,6 +435,7 @@ def test_settings_choose_the_limiter(tmp_path: Any) -> None:
         chosen = make_limiter(settings_)
         try:
             assert isinstance(chosen, expected)
+            chosen.restore(lambda since: [], at=T0, policy=ContactPolicy())  # a fresh Redis holds no counts yet
             assert reserve(chosen, ContactPolicy(), T0, "a") == ALLOWED
             assert reserve(chosen, ContactPolicy(), T0, "b").reason is HoldReason.CAP
         finally:

@@ -7,6 +7,7 @@ customer reach another customer's data, fails here.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import POLICY, Rule
+from api.auth import POLICY, LocalWindows, Rule
 from engine.access import Scope
 from engine.settings import ApiSettings, Settings
 from graph.model import utcnow
@@ -323,3 +325,29 @@ def test_a_malformed_idempotency_key_is_a_422_problem(client: TestClient, value:
     response = client.post("/v1/campaigns", json=CAMPAIGN, headers=headers)
     assert response.status_code == 422
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
+
+
+def test_the_local_window_lets_hits_in_again_as_old_ones_leave_it() -> None:
+    windows = LocalWindows()
+    assert [windows.hit("k", 2, 10, t) for t in (0.0, 1.0)] == [None, None]
+    assert windows.hit("k", 2, 10, 5.0) == 5.0
+    assert windows.hit("other", 2, 10, 5.0) is None
+    assert windows.hit("k", 2, 10, 10.5) is None
+    assert windows.hit("k", 2, 10, 10.6) == pytest.approx(0.4)
+
+
+@pytest.mark.redis
+def test_limits_stored_in_redis_are_shared_by_every_api_process(tmp_path: Path) -> None:
+    base = os.environ.get("ADVOCACY_TEST_REDIS_URL", "redis://127.0.0.1:6390/0").rsplit("/", 1)[0]
+    storage = f"{base}/15"
+    redis.Redis.from_url(storage).flushdb()
+    settings = Settings(
+        store=sqlite_url(tmp_path), api=ApiSettings(rate_limit_public="3/minute", rate_limit_storage=storage)
+    )
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as one,
+        TestClient(create_app(settings), raise_server_exceptions=False) as two,
+    ):
+        statuses = [client.get("/r/NOSUCHCODE").status_code for client in (one, two, one, two)]
+    assert statuses[:3] != [429] * 3
+    assert statuses[3] == 429

@@ -10,8 +10,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from engine.contact_policy import Cap, ContactPolicy
+from engine.limits import ContactLimiter
+from graph.model import ContactChannel
+from graph.outreach import HoldReason, MessageKind, customer_key
 from tests.api_support import PROBLEM_JSON, api_client, opened, seed_network, sqlite_url
-from tests.factories import make_customer
+from tests.factories import BASE_TIME, make_customer
+
+EMAIL, MARKETING = ContactChannel.EMAIL, MessageKind.MARKETING
 
 
 @pytest.fixture
@@ -20,7 +26,9 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def client(url: str) -> Iterator[TestClient]:
+def client(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("ADVOCACY_CONTACT__SQLITE_PATH", str(tmp_path / "contacts.db"))
+    monkeypatch.setenv("ADVOCACY_CONTACT__MAILDIR", str(tmp_path / "mail"))
     with api_client(url) as c:
         yield c
 
@@ -152,3 +160,22 @@ def test_erasure_returns_the_report_then_the_customer_is_gone(client: TestClient
     listed = [c["id"] for c in client.get("/v1/customers").json()["items"]]
     assert "ada" not in listed
     assert client.get("/v1/stats").json()["customers"] == 5
+
+
+def test_erasure_forgets_when_the_customer_was_contacted(client: TestClient, url: str) -> None:
+    with opened(url) as store:
+        seed_network(store)
+    limiter: ContactLimiter = client.app.state.contact_holder.get().limiter  # type: ignore[attr-defined]
+    weekly = ContactPolicy(caps=(Cap(limit=1, window_days=7),), backoff_after_ignored=100)
+
+    def reserve(customer_id: str, token: str) -> HoldReason | None:
+        key = customer_key(customer_id)
+        return limiter.reserve(key, EMAIL, MARKETING, at=BASE_TIME, policy=weekly, token=token).reason
+
+    assert (reserve("ada", "first"), reserve("bob", "first")) == (None, None)
+    assert reserve("ada", "second") is HoldReason.CAP
+
+    assert client.delete("/v1/customers/ada").status_code == 200
+
+    assert reserve("ada", "third") is None, "nothing counted about ada is left"
+    assert reserve("bob", "second") is HoldReason.CAP

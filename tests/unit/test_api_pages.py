@@ -704,12 +704,17 @@ def test_a_customer_changes_consent_and_unsubscribes_from_their_page(seeded: Tes
     assert api(seeded, "GET", "/v1/customers/ada/preferences")["unsubscribed"] is True
     html = page(seeded, "/me")
     assert "data-unsubscribed" in html
-    assert 'name="consent"' not in html
+    assert "checked" not in html.split('id="preferences"')[1].split("</section>")[0]
+    assert "Subscribe again to the ticked channels" in html
     again = seeded.post(
-        "/me/preferences", data={"csrf_token": csrf, "action": "save", "shown": ["email"], "consent": ["email"]}
+        "/me/preferences",
+        data={"csrf_token": csrf, "action": "save", "shown": shown, "consent": ["email"]},
+        follow_redirects=False,
     )
-    assert again.status_code == 409
-    assert "cannot be undone here" in again.text
+    assert again.status_code == 303, "the customer themself may opt in again"
+    prefs = api(seeded, "GET", "/v1/customers/ada/preferences")
+    assert prefs["unsubscribed"] is False
+    assert prefs["consent"] == {"email": True, "sms": False, "whatsapp": False, "push": False}
 
 
 def test_a_customer_sends_an_idea_which_is_recorded_as_their_event(seeded: TestClient) -> None:

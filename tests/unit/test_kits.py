@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -418,11 +419,15 @@ def test_the_qr_code_is_a_well_formed_inline_svg_of_the_link() -> None:
     path = root.find(f"{ns}path")
     assert path is not None
     assert "href" not in svg
-    code = qrcode.QRCode()
+    drawn = set()
+    for x, y, n in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", path.get("d", "")):
+        drawn |= {(int(x) + i, int(y)) for i in range(int(n))}
+    code = qrcode.QRCode(border=4, mask_pattern=2)
     code.add_data(link)
     code.make(fit=True)
-    dark = sum(sum(row) for row in code.get_matrix())
-    assert path.get("d", "").count("z") == dark > 100
+    dark = {(x, y) for y, row in enumerate(code.get_matrix()) for x, on in enumerate(row) if on}
+    assert drawn == dark
+    assert len(dark) > 100
     assert qr_svg(f"{BASE}/r/OTHER1") != svg
 
 

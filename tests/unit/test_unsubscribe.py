@@ -5,14 +5,20 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
-from engine.unsubscribe import MAX_CLOCK_SKEW, _mac, make_token, read_token, unsubscribe_url
+from engine.limits import SqliteContactLimiter
+from engine.outreach import OutreachService
+from engine.settings import ContactSettings, Settings
+from engine.unsubscribe import MAX_CLOCK_SKEW, _mac, link_secrets, make_token, read_token, unsubscribe_url
 from graph.errors import Unauthorized
 from graph.model import ContactChannel
+from graph.sqlite_store import SqliteStore
 
 SECRET = "unsubscribe-secret-for-tests"
 ISSUED = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
@@ -134,3 +140,48 @@ def test_every_person_and_channel_round_trips(person, channel, days):
     token = make_token(SECRET, person, channel=channel, issued_at=ISSUED)
     request = read_token([SECRET], token, now=ISSUED + timedelta(days=days))
     assert (request.person_key, request.channel) == (person, channel)
+
+
+# --- rotation through the settings ---------------------------------------------------------------------------
+def contact_settings(current: str, *previous: str) -> ContactSettings:
+    return ContactSettings(
+        unsubscribe_secret=SecretStr(current), unsubscribe_previous_secrets=[SecretStr(p) for p in previous]
+    )
+
+
+def test_a_link_signed_with_a_previous_secret_reads_while_the_settings_list_that_secret() -> None:
+    old = make_token("old-secret", "customer:c1", channel=None, issued_at=ISSUED)
+    assert read_token(link_secrets(contact_settings("new-secret", "old-secret")), old, now=LATER).person_key == (
+        "customer:c1"
+    )
+    with pytest.raises(Unauthorized, match="retired secret"):
+        read_token(link_secrets(contact_settings("new-secret")), old, now=LATER)
+
+
+def test_the_current_secret_comes_first_so_it_is_the_one_new_links_are_signed_with() -> None:
+    assert link_secrets(contact_settings("new-secret", "old-secret", "older-secret")) == [
+        "new-secret",
+        "old-secret",
+        "older-secret",
+    ]
+    assert link_secrets(ContactSettings()) == [ContactSettings().unsubscribe_secret.get_secret_value()]
+
+
+def test_previous_secrets_are_read_from_the_environment_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADVOCACY_CONTACT__UNSUBSCRIBE_SECRET", "new-secret")
+    monkeypatch.setenv("ADVOCACY_CONTACT__UNSUBSCRIBE_PREVIOUS_SECRETS", '["old-secret", "older-secret"]')
+    settings = Settings(_env_file=None)
+    assert link_secrets(settings.contact) == ["new-secret", "old-secret", "older-secret"]
+    assert "old-secret" not in repr(settings.contact)
+
+
+def test_the_outreach_service_honours_a_link_signed_with_a_previous_secret(tmp_path: Path) -> None:
+    settings = Settings(store=f"sqlite:///{tmp_path / 'a.db'}", contact=contact_settings("new-secret", "old-secret"))
+    old = make_token("old-secret", "customer:c1", channel=ContactChannel.SMS, issued_at=ISSUED)
+    store, limiter = SqliteStore(tmp_path / "a.db"), SqliteContactLimiter(tmp_path / "contacts.db")
+    try:
+        service = OutreachService(store, settings, limiter=limiter, adapters={}, clock=lambda: LATER)
+        assert service.read_unsubscribe(old).channel is ContactChannel.SMS
+    finally:
+        limiter.close()
+        store.close()
