@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from api.routes.health import public_location
+
 ROOT = Path(__file__).resolve().parents[2]
 ADVOCACY = Path(sys.executable).parent / "advocacy"
 EXAMPLES = ROOT / "examples"
@@ -208,7 +210,8 @@ def test_serve_runs_the_api_on_the_store_given_on_the_command_line(cli: Cli) -> 
             except OSError:
                 time.sleep(0.3)
         assert body is not None, f"serve did not answer (exit code {server.poll()})"
-        assert body["store"] == cli.store
+        assert body["store"] == public_location(cli.store)  # the file's name: the probe is public, paths are not
+        assert body["store"].endswith(cli.store.rsplit("/", 1)[1])
     finally:
         server.terminate()
         server.wait(timeout=30)
