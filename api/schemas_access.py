@@ -5,27 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from api.schemas import _In, _Out
 from engine.access import Scope
 from graph.access import ApiKey
 from graph.model import CustomerId
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class MeOut(_Out):
     """A customer token names its customer; a marketer key names itself and what it may do."""
 
-    model_config = ConfigDict(
-        frozen=True, json_schema_extra={"examples": [{"kind": "customer", "customer_id": "cust-0042"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"kind": "customer", "customer_id": "cust-0042"}]})
 
     kind: Literal["customer", "marketer"]
     customer_id: str | None = None
@@ -35,9 +26,7 @@ class MeOut(_Out):
 
 
 class CustomerTokenIn(_In):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra={"examples": [{"customer_id": "cust-0042", "ttl_s": 900}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"customer_id": "cust-0042", "ttl_s": 900}]})
 
     customer_id: CustomerId
     ttl_s: int = Field(default=900, ge=60, le=86400, description="Capped by the server's maximum (1 h by default).")
@@ -45,7 +34,6 @@ class CustomerTokenIn(_In):
 
 class CustomerTokenOut(_Out):
     model_config = ConfigDict(
-        frozen=True,
         json_schema_extra={
             "examples": [
                 {
@@ -66,9 +54,7 @@ class CustomerTokenOut(_Out):
 
 class ApiKeyCreate(_In):
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        json_schema_extra={"examples": [{"name": "checkout backend", "scopes": ["orders:write", "tokens:issue"]}]},
+        json_schema_extra={"examples": [{"name": "checkout backend", "scopes": ["orders:write", "tokens:issue"]}]}
     )
 
     name: str = Field(min_length=1, max_length=100)
