@@ -33,10 +33,12 @@ from engine.access import (
     Session,
     check_api_key,
     check_csrf,
+    grants,
     looks_like_api_key,
     read_customer_token,
     read_session,
     split_api_key,
+    token_keys,
 )
 from engine.settings import Settings
 from graph.errors import Forbidden, TooManyRequests, Unauthorized
@@ -61,7 +63,7 @@ class Marketer:
         return f"key:{self.key_id}"
 
     def allows(self, scope: Scope) -> bool:
-        return Scope.ADMIN.value in self.scopes or scope.value in self.scopes
+        return grants(self.scopes, scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +272,6 @@ customer_cookie = APIKeyCookie(
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def token_keys(settings: Settings) -> dict[str, str]:
-    return {kid: key.get_secret_value() for kid, key in settings.api.customer_token_keys.items()}
 
 
 def marketer_from_key(request: Request, presented: str) -> Marketer:

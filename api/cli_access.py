@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.cli_common import fail, settings_from_context, store_from_context
-from engine.access import SCOPE_HELP, Scope, issue_customer_token, new_api_key
+from engine.access import SCOPE_HELP, Scope, issue_customer_token, new_api_key, token_keys
 from graph.errors import AdvocacyError
 from graph.model import utcnow
 
@@ -95,11 +95,10 @@ def customer_token_command(
 ) -> None:
     """Sign a customer token with the configured key, as a merchant's backend would (for trials and support)."""
     settings = settings_from_context(ctx)
-    keys = {kid: key.get_secret_value() for kid, key in settings.api.customer_token_keys.items()}
     ttl = min(ttl, settings.api.customer_token_max_ttl_s)
     try:
         token, _ = issue_customer_token(
-            keys, settings.api.customer_token_kid, customer_id, now=utcnow(), ttl=timedelta(seconds=ttl)
+            token_keys(settings), settings.api.customer_token_kid, customer_id, now=utcnow(), ttl=timedelta(seconds=ttl)
         )
     except AdvocacyError as exc:
         raise fail(exc) from None

@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 
 import jwt
 
+from engine.settings import Settings
 from graph.access import ApiKey
 from graph.errors import Forbidden, InvalidInput, Unauthorized
 
@@ -126,6 +127,11 @@ class CustomerClaims:
     jti: str
     issued_at: datetime
     expires_at: datetime
+
+
+def token_keys(settings: Settings) -> dict[str, str]:
+    """The configured customer token keys by `kid`, as the signing and reading functions take them."""
+    return {kid: key.get_secret_value() for kid, key in settings.api.customer_token_keys.items()}
 
 
 def issue_customer_token(

@@ -21,12 +21,11 @@ from api.auth import (
     PrincipalDep,
     limit_public,
     marketer_from_key,
-    token_keys,
 )
 from api.deps import ClockDep, SettingsDep, StoreDep
 from api.schemas import problem_responses
 from api.schemas_access import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, CustomerTokenIn, CustomerTokenOut, MeOut
-from engine.access import Scope, issue_customer_token, issue_session, new_api_key, read_customer_token
+from engine.access import Scope, issue_customer_token, issue_session, new_api_key, read_customer_token, token_keys
 from engine.settings import Settings
 from graph.errors import Forbidden, NotFound, Unauthorized
 
