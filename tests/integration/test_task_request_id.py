@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from api.observability import install_observability
 from engine.celery_app import make_celery
 from engine.settings import RedisSettings, Settings
 from tests.api_support import api_client, sqlite_url
@@ -71,8 +70,6 @@ def test_a_task_published_while_serving_a_request_logs_under_its_request_id(brok
     try:
         with api_client(store_url) as client:
             app = cast(FastAPI, client.app)
-            if not any(getattr(route, "path", None) == "/metrics" for route in app.routes):
-                install_observability(app)
 
             def publish() -> dict[str, Any]:
                 return {"task_id": celery.send_task(TASK, kwargs={"store_url": store_url}).id}

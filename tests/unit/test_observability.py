@@ -17,6 +17,8 @@ from celery import Celery, signals
 from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,9 +28,11 @@ from api.problems import install_problem_handlers
 from engine.access import new_api_key
 from engine.observability import (
     TASK_HEADER,
+    _redact_all,
     configure_logging,
     current_request_id,
     log_options,
+    redact_text,
     request_context,
     serve_worker_metrics,
 )
@@ -47,18 +51,14 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjdXN0b21lcjpjMSJ9.c2lnbmF0dXJlLWJ5dGVz"
 UNSUBSCRIBE_TOKEN = "eyJwIjoiYyJ9Zm9v.c2ln"
 
 
-def _with_observability(client: TestClient) -> FastAPI:
-    """The app under test, with `/metrics` and the request-id middleware whether or not create_app adds them."""
-    app = cast(FastAPI, client.app)
-    if not any(getattr(route, "path", None) == "/metrics" for route in app.routes):
-        install_observability(app)
-    return app
+def app_of(client: TestClient) -> FastAPI:
+    """The app under test: `create_app` installed the request ids, the access log and `/metrics`."""
+    return cast(FastAPI, client.app)
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     with api_client(sqlite_url(tmp_path)) as client:
-        _with_observability(client)
         yield client
 
 
@@ -116,7 +116,7 @@ def test_an_unsafe_or_overlong_request_id_is_replaced(client: TestClient, bad: s
 
 
 def test_every_log_line_of_a_request_is_json_with_its_request_id(client: TestClient, json_log: io.StringIO) -> None:
-    app = _with_observability(client)
+    app = app_of(client)
 
     def probe() -> dict[str, str]:
         logging.getLogger("tests.probe").info("handled inside the route")
@@ -139,7 +139,7 @@ def test_every_log_line_of_a_request_is_json_with_its_request_id(client: TestCli
 def test_a_server_error_keeps_the_problem_answer_and_carries_the_request_id(
     client: TestClient, json_log: io.StringIO
 ) -> None:
-    app = _with_observability(client)
+    app = app_of(client)
 
     def explode() -> None:
         raise RuntimeError("boom")
@@ -158,8 +158,6 @@ def test_a_server_error_keeps_the_problem_answer_and_carries_the_request_id(
 
 def test_an_app_observed_before_it_serves_answers_its_errors_with_the_request_id(tmp_path: Path) -> None:
     app = create_app(Settings(store=sqlite_url(tmp_path)))
-    if not any(getattr(route, "path", None) == "/metrics" for route in app.routes):
-        install_observability(app)
 
     def explode() -> None:
         raise RuntimeError("boom")
@@ -173,7 +171,7 @@ def test_an_app_observed_before_it_serves_answers_its_errors_with_the_request_id
 
 
 def test_a_streamed_response_arrives_whole_with_its_request_id(client: TestClient) -> None:
-    app = _with_observability(client)
+    app = app_of(client)
 
     def stream() -> StreamingResponse:
         return StreamingResponse((f"chunk {n}\n" for n in range(50)), media_type="text/plain")
@@ -235,6 +233,19 @@ def test_an_issued_api_key_is_masked_but_its_id_kept(json_log: io.StringIO) -> N
 
     assert key.rsplit("_", 1)[1] not in json_log.getvalue()
     assert json_lines(json_log)[-1]["message"] == f"created key adv_{record.id}_*** for ci"
+
+
+SECRET_SHAPES = [
+    *("://", "u:p@h", "adv_", "0123456789abcdef", "_", "eyJ", ".", "/u/", " ", "=", ": ", "'", '"'),
+    *("Bearer ", "bEaReR ", "password", "PassWD", "secret", "token", "api-key", "APIKEY", "authorization", "cookie"),
+    *("credential", "neo4j", "x", "K", "\u017f", "\u212a"),
+]
+
+
+@given(st.lists(st.sampled_from(SECRET_SHAPES) | st.text(max_size=6), max_size=14).map("".join))
+def test_a_line_skipped_as_holding_no_secret_would_have_come_out_of_every_pattern_unchanged(text: str) -> None:
+    """`redact_text` runs the patterns only on lines where one of them could match; it must never skip a secret."""
+    assert redact_text(text) == _redact_all(text)
 
 
 def test_cookie_names_and_request_ids_are_not_mistaken_for_secrets(json_log: io.StringIO) -> None:
