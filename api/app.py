@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=False,  # the widget sends a bearer token, never our cookies
             max_age=600,
         )
-    _document_extras(app)
+    _document_extras(app, settings)
     install_observability(app, dependencies=[Depends(authorise)])  # Prometheus scrapes with a `read` key
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
@@ -161,14 +161,14 @@ def _guarded(guard: Guard) -> dict[str, Any]:
     return {}
 
 
-def _document_extras(app: FastAPI) -> None:
+def _document_extras(app: FastAPI, settings: Settings) -> None:
     """Add what FastAPI cannot infer to the OpenAPI document: the `Idempotency-Key` header."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            idempotency.document(schema)
+            idempotency.document(schema, ttl_s=settings.api.idempotency_ttl_s)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -29,7 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import authenticate
 from api.deps import get_clock
 from api.problems import TYPE_PREFIX, problem_response
-from graph.access import IdempotencyState
+from graph.access import IdempotencyRecord, IdempotencyState
+from graph.access_store import AccessStore
 from graph.errors import AdvocacyError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class IdempotencyMiddleware:
             return
         await self._run_and_record(scope, body, send, store, record_key)
 
-    async def _run_and_record(self, scope: Scope, body: bytes, send: Send, store: Any, record_key: str) -> None:
+    async def _run_and_record(self, scope: Scope, body: bytes, send: Send, store: AccessStore, record_key: str) -> None:
         status = 500
         content_type = "application/json"
         chunks: list[bytes] = []
@@ -144,7 +145,7 @@ class IdempotencyMiddleware:
             log.warning("could not record the response for an idempotency key: %s", exc.detail)
 
 
-def _answer_existing(request: Request, existing: Any, fingerprint: str) -> Response:
+def _answer_existing(request: Request, existing: IdempotencyRecord, fingerprint: str) -> Response:
     if existing.fingerprint != fingerprint:
         return problem_response(
             request,
@@ -162,6 +163,7 @@ def _answer_existing(request: Request, existing: Any, fingerprint: str) -> Respo
             type_=TYPE_PREFIX + "idempotency-in-progress",
             headers={"Retry-After": "1"},
         )
+    assert existing.status is not None  # a done record has its status (`IdempotencyRecord` checks)
     return Response(
         existing.body, status_code=existing.status, media_type=existing.content_type, headers={REPLAYED: "true"}
     )
@@ -199,14 +201,15 @@ async def _send(response: Response, scope: Scope, send: Send) -> None:
     await response(scope, no_receive, send)
 
 
-def document(schema: dict[str, Any]) -> None:
+def document(schema: dict[str, Any], *, ttl_s: int) -> None:
     """Declare the header on every POST it applies to, so clients and Schemathesis see it."""
+    kept = f"{ttl_s // 3600} h" if ttl_s % 3600 == 0 else f"{ttl_s} s"
     parameter = {
         "name": HEADER,
         "in": "header",
         "required": False,
         "description": (
-            "Makes a retry safe: the first response to this key (and this body) is replayed for 24 h instead of "
+            f"Makes a retry safe: the first response to this key (and this body) is replayed for {kept} instead of "
             "the request running again. Use a new random value (a UUID) per logical request."
         ),
         "schema": {"type": "string", "pattern": KEY_PATTERN, "maxLength": 255},
