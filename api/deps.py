@@ -42,6 +42,11 @@ from graph.program_store import Store
 log = logging.getLogger(__name__)
 
 
+def _shutting_down() -> StoreUnavailable:
+    message = "the application is shutting down"
+    return StoreUnavailable(message, public=message)
+
+
 class StoreHolder:
     """Owns the app's store: opens it on first use (retrying after failures) and closes it at shutdown."""
 
@@ -68,7 +73,7 @@ class StoreHolder:
             return store
         with self._lock:
             if self._closed:
-                raise StoreUnavailable("the application is shutting down", public="the application is shutting down")
+                raise _shutting_down()
             if self._store is None:
                 self._store = self._open()
             return self._store
@@ -197,7 +202,7 @@ class ContactHolder:
             return contact
         with self._lock:
             if self._closed:
-                raise StoreUnavailable("the application is shutting down", public="the application is shutting down")
+                raise _shutting_down()
             if self._contact is None:
                 self._contact = self._build()
             return self._contact
@@ -217,7 +222,7 @@ class ContactHolder:
         """The Celery app that plans and sends on workers (`contact.dispatch = celery`)."""
         with self._lock:
             if self._closed:
-                raise StoreUnavailable("the application is shutting down", public="the application is shutting down")
+                raise _shutting_down()
             if self._celery is None:
                 self._celery = make_celery(self._settings)
             return self._celery
