@@ -8,7 +8,7 @@ row exactly as the stores and the importer do.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,8 +33,13 @@ from graph.model import (
 from graph.outreach import ShareChannel
 from graph.program import Slug
 
+T = TypeVar("T")
+
 MAX_BATCH = 10_000
-"""Rows of each kind in one `POST /v1/relationships`; larger loads go through `/v1/import` or the CLI."""
+"""Rows of each kind in one request body (`POST /v1/relationships`, `POST /v1/import`): one request is one
+transaction holding the store's write lock. Larger loads go through the CLI importer."""
+BatchRows = Annotated[list[T], Field(max_length=MAX_BATCH)]
+"""One kind of rows in a request body; a longer list is refused (422 naming it) before its rows are validated."""
 
 
 class _In(BaseModel):
@@ -137,12 +142,8 @@ class RelationshipBatch(_In):
         json_schema_extra={"examples": [RELATIONSHIP_BATCH_EXAMPLE]},
     )
 
-    referrals: list[Referral] = Field(
-        default_factory=list, max_length=MAX_BATCH, description="Keyed by (referrer_id, friend_id)."
-    )
-    influences: list[Influence] = Field(
-        default_factory=list, max_length=MAX_BATCH, description="Keyed by (source_id, target_id, kind)."
-    )
+    referrals: BatchRows[Referral] = Field(default_factory=list, description="Keyed by (referrer_id, friend_id).")
+    influences: BatchRows[Influence] = Field(default_factory=list, description="Keyed by (source_id, target_id, kind).")
 
 
 class RelationshipBatchResult(_Out):
@@ -305,15 +306,8 @@ class Preferences(_Out):
 
     @classmethod
     def of(cls, preferences: ContactPreferences) -> Preferences:
-        return cls(
-            customer_id=preferences.customer_id,
-            consent=preferences.consent,
-            unsubscribed=preferences.unsubscribed,
-            unsubscribed_at=preferences.unsubscribed_at,
-            channel_unsubscribed=preferences.channel_unsubscribed,
-            locale=preferences.locale,
-            timezone=preferences.timezone,
-        )
+        """Read field by field from the engine's view (`unsubscribed` is its property)."""
+        return cls.model_validate(preferences, from_attributes=True)
 
 
 # --- material for a friend ---------------------------------------------------------------------------------
