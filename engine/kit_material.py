@@ -20,16 +20,8 @@ from engine.outreach import OutreachService
 from graph.errors import NotFound
 from graph.model import EventKind
 from graph.outreach import ShareChannel, TemplatePurpose, customer_key
-from graph.program import CodeStatus, ReferralCode
 
 KitFormat = Literal["html", "text"]
-
-
-def _active_code(service: OutreachService, customer_id: str, campaign_id: str) -> ReferralCode:
-    """The advocate's active code in the campaign (the newest), issued on first need, as their kit uses."""
-    codes = service.store.list_codes(customer_id=customer_id, campaign_id=campaign_id)
-    active = [c for c in codes if c.status is CodeStatus.ACTIVE]
-    return active[-1] if active else service.referrals.issue_code(customer_id, campaign_id)
 
 
 def material_for_friend(
@@ -45,7 +37,7 @@ def material_for_friend(
     store = service.store
     customer = store.get_customer(customer_id)
     campaign = store.get_campaign(campaign_id)
-    code = _active_code(service, customer_id, campaign_id)
+    code = service.code_for(customer_id, campaign_id)
     service.limiter.record_engagement(customer_key(customer_id), at=service.clock())
     purchases = store.events_of(customer_id, kind=EventKind.PURCHASE, limit=20)
     link = service.unsubscribe_link(customer_key(customer_id))

@@ -124,7 +124,7 @@ class OutreachService:
     def preview_template(self, template: Template, customer_id: str, campaign_id: str) -> str:
         """What `template` would say to this customer, without saving it (validated first)."""
         self.renderer.validate(template)
-        context = self._context(customer_id, self._code_for(customer_id, campaign_id))
+        context = self._context(customer_id, self.code_for(customer_id, campaign_id))
         return self.renderer.preview(template, context)
 
     # --- outreach plans ----------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ class OutreachService:
             purpose = TemplatePurpose.MESSAGE
             template_id = _message_template(outreach, message) if outreach is not None else None
         campaign_id = outreach.campaign_id if outreach is not None else self.settings.referral.default_campaign
-        context = self._context(advocate, self._code_for(advocate, campaign_id), unsubscribe=link)
+        context = self._context(advocate, self.code_for(advocate, campaign_id), unsubscribe=link)
         rendered = self.renderer.render_message(
             context,
             purpose=purpose,
@@ -375,7 +375,7 @@ class OutreachService:
             chosen = assign_variant(outreach.id, customer_key(customer_id), outreach.variants)
             variant = next(v for v in outreach.variants if v.id == chosen)
         self.limiter.record_engagement(customer_key(customer_id), at=self.clock())
-        context = self._context(customer_id, self._code_for(customer_id, campaign_id))
+        context = self._context(customer_id, self.code_for(customer_id, campaign_id))
         return self.renderer.render_kit(
             context, variant=variant, marketer=self.store.list_templates(TemplatePurpose.SHARE)
         )
@@ -561,7 +561,7 @@ class OutreachService:
         except NotFound:
             return None
 
-    def _code_for(self, customer_id: str, campaign_id: str) -> ReferralCode:
+    def code_for(self, customer_id: str, campaign_id: str) -> ReferralCode:
         """The advocate's active code in the campaign, issued on first need."""
         codes = list(self.store.list_codes(customer_id=customer_id, campaign_id=campaign_id))
         active = [c for c in codes if c.status is CodeStatus.ACTIVE]
