@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.auth import CustomerPage, MarketerPage, MarketerPageDep
+from api.auth import POLICY, CustomerPage, MarketerPage, MarketerPageDep, check_rule, require_page_csrf
 from api.deps import ServiceDep, StoreDep
 from engine import views
-from engine.access import Scope
 from engine.kits import format_money
-from graph.errors import Forbidden
 from graph.model import Segment
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -53,6 +52,10 @@ CHANNEL_LABELS: Final[dict[str, str]] = {
 """Contact and share channels as people name them."""
 
 CampaignQuery = Annotated[str | None, Query(max_length=64, description="One campaign; all when absent or empty.")]
+CsrfField = Annotated[str | None, Form(max_length=200)]
+
+ApiRoute = tuple[str, str]
+"""An entry of `api.auth.POLICY`: the method and path template of a `/v1` route."""
 
 
 def money(amount_minor: float | int | None, currency: str) -> str:
@@ -92,10 +95,25 @@ def render(
     return response
 
 
-def require_scope(page: MarketerPage, scope: Scope) -> None:
-    """A form that changes something needs the scope its API route needs; reading pages need only `read`."""
-    if not page.marketer.allows(scope):
-        raise Forbidden(f"the key this session signed in with lacks the scope '{scope.value}'")
+def may_call(page: MarketerPage, route: ApiRoute) -> bool:
+    """Whether the session's key may do what the `/v1` route does (to show or hide the form doing it)."""
+    return page.marketer.allows(POLICY[route].scope)
+
+
+def check_form(page: MarketerPage, request: Request, csrf_token: str | None, *routes: ApiRoute) -> None:
+    """Before a form changes anything: the session's CSRF token, then the access rules of the `/v1` routes that do
+    the same (`api.auth.POLICY`), so a page never needs less, or more, than the API."""
+    require_page_csrf(page, csrf_token)
+    for route in routes:
+        check_rule(page.marketer, POLICY[route], request)
+
+
+def see_other(path: str, *, anchor: str = "", **query: str) -> RedirectResponse:
+    """The answer to a form that changed something: the page showing the change, so reloading never posts twice.
+    Empty query values are left out."""
+    shown = urlencode({k: v for k, v in query.items() if v})
+    target = f"{path}?{shown}" if shown else path
+    return RedirectResponse(f"{target}#{anchor}" if anchor else target, status_code=303)
 
 
 def campaign_or_none(value: str | None) -> str | None:

@@ -8,25 +8,23 @@ the session's `csrf_token` and answer a redirect back to the page (303), so relo
 from __future__ import annotations
 
 from typing import Annotated, Final, Literal
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from api.auth import CustomerPage, CustomerPageDep, require_page_csrf
 from api.deps import ClockDep, OutreachServiceDep, StoreDep
-from api.routes.pages import render
+from api.routes.pages import CsrfField, campaign_or_none, render, see_other
 from engine import views
 from engine.outreach import OutreachService
 from engine.preferences import PreferenceChange, change_preferences
-from graph.errors import Forbidden, InvalidInput, PolicyViolation
+from graph.errors import AdvocacyError, Forbidden, InvalidInput, PolicyViolation
 from graph.model import ContactChannel, EventKind
 from graph.outreach import ShareChannel
 from graph.program import RewardState
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
-CsrfField = Annotated[str | None, Form(max_length=200)]
 CampaignField = Annotated[str, Form(max_length=64)]
 
 DONE: Final[dict[str, str]] = {
@@ -45,11 +43,6 @@ SHOWN_STATES: Final[tuple[RewardState, ...]] = (
 """Balances a customer sees, most certain first; reversed and rejected amounts are not theirs to spend."""
 
 
-def _back(campaign: str, done: str, anchor: str) -> RedirectResponse:
-    query = urlencode({k: v for k, v in (("campaign", campaign), ("done", done)) if v})
-    return RedirectResponse(f"/me?{query}#{anchor}", status_code=303)
-
-
 def _me_page(
     request: Request,
     page: CustomerPage,
@@ -57,11 +50,11 @@ def _me_page(
     *,
     campaign: str | None,
     done: str | None = None,
-    error: str | None = None,
-    error_at: str | None = None,
+    refused: AdvocacyError | None = None,
+    refused_at: str | None = None,
     idea: str = "",
-    status_code: int = 200,
 ) -> HTMLResponse:
+    """`refused`: why the form `refused_at` was refused, shown beside it with what was typed (`idea`) kept."""
     home = views.customer_home(service, page.customer_id, campaign)
     response = render(
         request,
@@ -69,15 +62,15 @@ def _me_page(
         {
             "home": home,
             "done": DONE.get(done or ""),
-            "error": error,
-            "error_at": error_at,
+            "error": refused.detail if refused else None,
+            "error_at": refused_at,
             "idea": idea,
             "channels": list(ContactChannel),
             "shown_states": SHOWN_STATES,
             "copy_link": ShareChannel.COPY_LINK,
         },
         page=page,
-        status_code=status_code,
+        status_code=refused.status if refused else 200,
     )
     response.headers["Referrer-Policy"] = "no-referrer"  # the page's links must not carry its address elsewhere
     return response
@@ -92,7 +85,7 @@ def me_page(
     done: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
     """The first running campaign unless `campaign` names another running one."""
-    return _me_page(request, page, service, campaign=(campaign or "").strip() or None, done=done)
+    return _me_page(request, page, service, campaign=campaign_or_none(campaign), done=done)
 
 
 @router.post("/me/preferences")
@@ -120,15 +113,10 @@ def save_preferences(
         change_preferences(store, page.customer_id, change, clock=clock, by_customer=True)
     except (PolicyViolation, InvalidInput, Forbidden) as exc:
         return _me_page(
-            request,
-            page,
-            service,
-            campaign=campaign.strip() or None,
-            error=exc.detail,
-            error_at="preferences",
-            status_code=exc.status,
+            request, page, service, campaign=campaign_or_none(campaign), refused=exc, refused_at="preferences"
         )
-    return _back(campaign, "unsubscribed" if action == "unsubscribe" else "preferences", "preferences")
+    done = "unsubscribed" if action == "unsubscribe" else "preferences"
+    return see_other("/me", anchor="preferences", campaign=campaign, done=done)
 
 
 @router.post("/me/ideas")
@@ -144,16 +132,9 @@ def send_idea(
     """An idea or feedback, recorded as the customer's event (a prosumer signal), as `POST …/responses` does."""
     require_page_csrf(page, csrf_token)
     try:
-        service.respond(page.customer_id, EventKind(kind), text, campaign_id=campaign.strip() or None)
+        service.respond(page.customer_id, EventKind(kind), text, campaign_id=campaign_or_none(campaign))
     except InvalidInput as exc:
         return _me_page(
-            request,
-            page,
-            service,
-            campaign=campaign.strip() or None,
-            error=exc.detail,
-            error_at="ideas",
-            idea=text,
-            status_code=exc.status,
+            request, page, service, campaign=campaign_or_none(campaign), refused=exc, refused_at="ideas", idea=text
         )
-    return _back(campaign, "idea", "ideas")
+    return see_other("/me", anchor="ideas", campaign=campaign, done="idea")

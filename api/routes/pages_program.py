@@ -1,32 +1,40 @@
 """The marketer's programme pages: targets with a forecast, campaigns and outreach, kit previews, the fraud queue,
 and one referral followed from link to reward.
 
-Reading pages need the `read` scope the session was signed in with; each form needs the scope of the API route
-that does the same (`campaigns:write` to create a campaign or launch an outreach, `rewards:write` to decide a
-fraud case) and its `csrf_token`. A form that changes something answers a redirect (303) to the page showing the
-change, so reloading never posts it twice.
+Reading pages need the `read` scope the session was signed in with; each form needs its `csrf_token` and what the
+API routes doing the same need, read from their rules in `api.auth.POLICY` (`campaigns:write` to create a campaign
+or launch an outreach, `rewards:write` to decide a fraud case). A form that changes something answers a redirect
+(303) to the page showing the change, so reloading never posts it twice.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, BackgroundTasks, Form, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from api.auth import MarketerPage, MarketerPageDep, require_page_csrf
+from api.auth import MarketerPage, MarketerPageDep
 from api.deps import ClockDep, ContactHolderDep, OutreachServiceDep, ServiceDep, SettingsDep, StoreDep
 from api.routes.conversions import page_conversions
 from api.routes.outreach import launch_outreach
-from api.routes.pages import CampaignQuery, campaign_or_none, render, require_scope
+from api.routes.pages import (
+    ApiRoute,
+    CampaignQuery,
+    CsrfField,
+    campaign_or_none,
+    check_form,
+    may_call,
+    render,
+    see_other,
+)
 from api.schemas_program import FraudCase
 from engine import views
-from engine.access import Scope
 from engine.kits import reward_words
 from engine.referrals import ReferralService
 from engine.webhooks import to_minor
@@ -45,15 +53,16 @@ from graph.program_store import Store
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
-CsrfField = Annotated[str | None, Form(max_length=200)]
 TextField = Annotated[str, Form(max_length=500)]
 MAX_TARGETS: Final = 100
 PAGE_SIZE: Final = 50
 
-
-def _see_other(path: str, **query: str) -> RedirectResponse:
-    shown = {k: v for k, v in query.items() if v}
-    return RedirectResponse(f"{path}?{urlencode(shown)}" if shown else path, status_code=303)
+CREATE_CAMPAIGN: Final[ApiRoute] = ("POST", "/v1/campaigns")
+CREATE_OUTREACH: Final[ApiRoute] = ("POST", "/v1/outreach")
+LAUNCH_OUTREACH: Final[ApiRoute] = ("POST", "/v1/outreach/{outreach_id}/launch")
+PREVIEW_TEMPLATE: Final[ApiRoute] = ("POST", "/v1/templates/preview")
+DECIDE_FRAUD_CASE: Final[ApiRoute] = ("POST", "/v1/fraud/cases/{order_id}/decision")
+"""The `/v1` routes whose work the forms do: a form needs what its routes need (`api.routes.pages.check_form`)."""
 
 
 def _errors(exc: ValidationError) -> str:
@@ -64,11 +73,11 @@ def _errors(exc: ValidationError) -> str:
     )
 
 
-def _campaign(service: ReferralService, campaign_id: str | None) -> Campaign | None:
-    """The campaign asked for (404 when unknown), else the one a marketer most likely means."""
+def _campaign(service: ReferralService, campaign_id: str | None, campaigns: Sequence[Campaign]) -> Campaign | None:
+    """The campaign asked for (404 when unknown), else the one of `campaigns` a marketer most likely means."""
     if campaign_id is not None:
         return service.get_campaign(campaign_id)
-    return views.default_campaign(service.list_campaigns())
+    return views.default_campaign(campaigns)
 
 
 def _budget(raw: str | None, currency: str) -> tuple[int | None, str | None]:
@@ -109,7 +118,8 @@ def targets_page(
     pick: Annotated[list[str] | None, Query(max_length=MAX_TARGETS)] = None,
 ) -> HTMLResponse:
     """`picking` marks a submitted form, so unticking every target reads as "none", not as "all"."""
-    chosen = _campaign(service, campaign_or_none(campaign))
+    campaigns = service.list_campaigns()
+    chosen = _campaign(service, campaign_or_none(campaign), campaigns)
     budget_minor, budget_problem = _budget(budget, chosen.currency if chosen else "EUR")
     conversion_rate, rate_problem = _rate(rate)
     view = views.targets_view(
@@ -127,7 +137,7 @@ def targets_page(
             "active": "targets",
             "view": view,
             "campaign": chosen,
-            "campaigns": service.list_campaigns(),
+            "campaigns": campaigns,
             "form": {"k": k, "budget": budget or "", "rate": rate or ""},
             "input_problems": [p for p in (budget_problem, rate_problem) if p],
         },
@@ -143,6 +153,7 @@ def _outreach_id(name: str) -> str:
 
 @router.post("/outreach")
 def launch_outreach_page(
+    request: Request,
     page: MarketerPageDep,
     background: BackgroundTasks,
     service: OutreachServiceDep,
@@ -155,8 +166,7 @@ def launch_outreach_page(
     customer_ids: Annotated[list[str] | None, Form(max_length=MAX_TARGETS)] = None,
 ) -> Response:
     """Ask the picked targets: a draft outreach to exactly them, launched as `POST /v1/outreach/{id}/launch` does."""
-    require_page_csrf(page, csrf_token)
-    require_scope(page, Scope.CAMPAIGNS_WRITE)
+    check_form(page, request, csrf_token, CREATE_OUTREACH, LAUNCH_OUTREACH)
     try:
         outreach = Outreach(
             id=_outreach_id(name),
@@ -169,7 +179,7 @@ def launch_outreach_page(
         raise InvalidInput(f"the outreach cannot be created: {_errors(exc)}") from None
     service.create_outreach(outreach)
     launch_outreach(outreach.id, background, service, settings, holder)
-    return _see_other("/campaigns", launched=outreach.id)
+    return see_other("/campaigns", launched=outreach.id)
 
 
 # --- campaigns and the campaign builder -------------------------------------------------------------------------
@@ -253,7 +263,7 @@ def _campaigns_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     campaigns = service.list_campaigns()
-    chosen = _campaign(service, launch_campaign)
+    chosen = _campaign(service, launch_campaign, campaigns)
     launch = views.targets_view(store, k=k, campaign=chosen, baselines=()) if chosen is not None else None
     return render(
         request,
@@ -319,8 +329,7 @@ def create_campaign_page(
     hold_days: Annotated[str, Form(max_length=4)] = "14",
 ) -> Response:
     """The campaign builder: the basic fields of `POST /v1/campaigns`; a mistake comes back on the form."""
-    require_page_csrf(page, csrf_token)
-    require_scope(page, Scope.CAMPAIGNS_WRITE)
+    check_form(page, request, csrf_token, CREATE_CAMPAIGN)
     submitted = {
         "id": id,
         "name": name,
@@ -336,18 +345,15 @@ def create_campaign_page(
     try:
         campaign = _build_campaign(submitted, clock())
         service.create_campaign(campaign)
-    except (ValueError, AdvocacyError) as exc:
-        if isinstance(exc, ValidationError):
-            message = _errors(exc)
-        elif isinstance(exc, AdvocacyError):
-            message = exc.detail
-        else:
-            message = str(exc)
-        status = exc.status if isinstance(exc, AdvocacyError) else 422
-        return _campaigns_page(
-            request, page, store, service, builder=submitted, builder_error=message, status_code=status
-        )
-    return _see_other("/campaigns", created=campaign.id)
+    except ValidationError as exc:
+        message, status = _errors(exc), 422
+    except ValueError as exc:
+        message, status = str(exc), 422
+    except AdvocacyError as exc:
+        message, status = exc.detail, exc.status
+    else:
+        return see_other("/campaigns", created=campaign.id)
+    return _campaigns_page(request, page, store, service, builder=submitted, builder_error=message, status_code=status)
 
 
 def _build_campaign(form: dict[str, str], now: datetime) -> Campaign:
@@ -389,7 +395,7 @@ def _kits_page(
 ) -> HTMLResponse:
     store = service.store
     campaigns = store.list_campaigns()
-    chosen = _campaign(service.referrals, campaign)
+    chosen = _campaign(service.referrals, campaign, campaigns)
     preview: views.KitPreview | None = None
     problem: str | None = None
     if customer and chosen is not None:
@@ -449,7 +455,7 @@ def preview_draft_template(
     body: Annotated[str, Form(max_length=20_000)] = "",
 ) -> HTMLResponse:
     """Try a template before saving it (`POST /v1/templates/preview`): nothing is stored."""
-    require_page_csrf(page, csrf_token)
+    check_form(page, request, csrf_token, PREVIEW_TEMPLATE)
     draft = {"purpose": purpose.value, "channel": channel.value, "subject": subject, "body": body}
     text: str | None = None
     problems: list[str] = []
@@ -476,7 +482,7 @@ def preview_draft_template(
         page,
         service,
         customer=customer.strip() or None,
-        campaign=campaign.strip() or None,
+        campaign=campaign_or_none(campaign),
         draft=draft,
         draft_text=text,
         draft_problems=problems,
@@ -504,7 +510,7 @@ def fraud_page(
             "next": following,
             "decided": decided,
             "decision": decision,
-            "may_decide": page.marketer.allows(Scope.REWARDS_WRITE),
+            "may_decide": may_call(page, DECIDE_FRAUD_CASE),
         },
         page=page,
     )
@@ -512,6 +518,7 @@ def fraud_page(
 
 @router.post("/fraud/{order_id}/decision")
 def decide_fraud_case_page(
+    request: Request,
     page: MarketerPageDep,
     service: ServiceDep,
     order_id: Annotated[str, Path(max_length=128)],
@@ -520,12 +527,11 @@ def decide_fraud_case_page(
     note: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
     """What `POST /v1/fraud/cases/{order_id}/decision` does, signed by the key's name as the reviewer."""
-    require_page_csrf(page, csrf_token)
-    require_scope(page, Scope.REWARDS_WRITE)
+    check_form(page, request, csrf_token, DECIDE_FRAUD_CASE)
     if decision is None:
         raise InvalidInput("choose approve or reject")
     service.review(order_id, approve=decision == "approve", reviewer=page.marketer.name, note=note.strip())
-    return _see_other("/fraud", decided=order_id, decision="approved" if decision == "approve" else "rejected")
+    return see_other("/fraud", decided=order_id, decision="approved" if decision == "approve" else "rejected")
 
 
 # --- referrals from link to reward ------------------------------------------------------------------------------
@@ -549,7 +555,7 @@ def referrals_page(
             "next": following,
             "status": chosen,
             "statuses": list(ConversionStatus),
-            "labels": {cid: views.label_of(store, cid) for c in items for cid in _people(c)},
+            "labels": {cid: views.label_of(store, cid) for cid in {cid for c in items for cid in _people(c)}},
         },
         page=page,
     )
