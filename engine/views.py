@@ -15,11 +15,13 @@ import binascii
 import heapq
 import json
 import math
+import threading
+import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from engine.kits import Kit, load_kit_context
 from engine.preferences import ContactPreferences, read_preferences
@@ -42,7 +44,6 @@ from graph.program import (
     Campaign,
     CampaignStatus,
     Click,
-    CodeStatus,
     Conversion,
     ConversionStatus,
     LedgerEntry,
@@ -307,6 +308,45 @@ def dashboard_summary(store: GraphStore, *, top: int = 10) -> DashboardSummary:
 PAGE_RUNS = 2000
 """Monte Carlo runs behind a page's targets and forecast: enough for two significant digits, quick to render."""
 
+PAGE_RESULT_FRESH_S = 60.0
+"""How long a process reuses the targets and forecasts it computed for a store state (`store_state`).
+
+Choosing targets exports the whole graph and simulates cascades (a second or more at a few thousand customers),
+and the targets and campaigns pages ask for the same choice on every load. A change the state does not show (a
+customer withdrawing consent, a referral converting, a re-weighted tie) reaches these pages within this time;
+sending checks consent and suppressions again, whatever a page showed."""
+
+_MAX_REMEMBERED = 64
+_remembered: dict[tuple[Hashable, ...], tuple[float, Any]] = {}
+_remembered_lock = threading.Lock()
+
+
+def store_state(store: GraphStore) -> tuple[str, ...]:
+    """What the targets and a forecast depend on, read cheaply: the store, its counts and its latest analysis run
+    (a new run writes new scores; imports, events and erasures change the counts)."""
+    runs = store.list_runs(limit=1)
+    latest = (runs[0].id, runs[0].status) if runs else ("", "")
+    return (store.describe(), store.stats().model_dump_json(), *latest)
+
+
+def _remember(key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
+    """`compute()`, or what it returned for `key` within `PAGE_RESULT_FRESH_S` (its results are immutable).
+
+    Exceptions are not remembered. Two requests that miss at once both compute; the later result is kept.
+    """
+    now = time.monotonic()
+    with _remembered_lock:
+        found = _remembered.get(key)
+    if found is not None and now < found[0]:
+        return cast(T, found[1])
+    value = compute()
+    with _remembered_lock:
+        if len(_remembered) >= _MAX_REMEMBERED:
+            _remembered.clear()
+        _remembered[key] = (now + PAGE_RESULT_FRESH_S, value)
+    return value
+
+
 BudgetVerdict = Literal["within", "at_risk", "over"]
 
 
@@ -406,9 +446,11 @@ def plan_forecast(
     budget_minor: int | None = None,
     seed: int = 0,
     runs: int = PAGE_RUNS,
+    state: tuple[str, ...] | None = None,
 ) -> ForecastView:
     """`engine.targeting.forecast_campaign` for `seeds` at `campaign`'s per-referral rewards, judged against a
-    budget; what stops it (no seeds, no history and no rate) comes back as words for the page."""
+    budget; what stops it (no seeds, no history and no rate) comes back as words for the page. The forecast is
+    reused while the store's `state` (read here when not given) is unchanged."""
     referrer, friend = rewards_per_referral(campaign) if campaign is not None else (0, 0)
     currency = campaign.currency if campaign is not None else "EUR"
 
@@ -418,15 +460,19 @@ def plan_forecast(
 
     if not seeds:
         return view(None, "pick at least one customer to see what asking them would bring")
+    key = (state or store_state(store), "forecast", tuple(seeds), conversion_rate, referrer, friend, runs, seed)
     try:
-        forecast = forecast_campaign(
-            store,
-            seeds,
-            conversion_rate=conversion_rate,
-            reward_per_referral=float(referrer),
-            friend_reward=float(friend),
-            runs=runs,
-            seed=seed,
+        forecast = _remember(
+            key,
+            lambda: forecast_campaign(
+                store,
+                seeds,
+                conversion_rate=conversion_rate,
+                reward_per_referral=float(referrer),
+                friend_reward=float(friend),
+                runs=runs,
+                seed=seed,
+            ),
         )
     except (InvalidInput, NotFound) as exc:
         return view(None, exc.detail)
@@ -446,9 +492,14 @@ def targets_view(
     baselines: Sequence[Method] = BASELINES,
 ) -> TargetsView:
     """The `k` targets `choose_targets` picks (a fixed seed, so the page and the launch agree), the ones kept
-    (`picked`; None keeps all) and the forecast for those. Before any analysis the problem says so."""
+    (`picked`; None keeps all) and the forecast for those. Before any analysis the problem says so. Both are
+    reused while the store's state is unchanged (`PAGE_RESULT_FRESH_S`)."""
+    state = store_state(store)
     try:
-        choice = choose_targets(store, k=k, seed=seed, mc_runs=runs, baselines=baselines)
+        choice = _remember(
+            (state, "targets", k, seed, runs, tuple(baselines)),
+            lambda: choose_targets(store, k=k, seed=seed, mc_runs=runs, baselines=baselines),
+        )
     except InvalidInput as exc:
         return TargetsView(None, [], exc.detail, None)
     kept = set(choice.seeds) if picked is None else set(picked)
@@ -462,6 +513,7 @@ def targets_view(
         budget_minor=budget_minor,
         seed=seed,
         runs=runs,
+        state=state,
     )
     return TargetsView(choice, rows, None, forecast)
 
@@ -565,13 +617,6 @@ def referral_trail(store: Store, order_id: str) -> ReferralTrail:
 # --- kits: the marketer's preview and the customer's own page -------------------------------------------------------
 
 
-def active_code(service: OutreachService, customer_id: str, campaign_id: str) -> ReferralCode:
-    """The advocate's newest active code in the campaign, issued on first need (as their kit would)."""
-    codes = service.store.list_codes(customer_id=customer_id, campaign_id=campaign_id)
-    active = [c for c in codes if c.status is CodeStatus.ACTIVE]
-    return active[-1] if active else service.referrals.issue_code(customer_id, campaign_id)
-
-
 @dataclass(frozen=True, slots=True)
 class TemplatePreview:
     template: Template
@@ -596,7 +641,7 @@ def kit_preview(service: OutreachService, customer_id: str, campaign_id: str) ->
     store = service.store
     customer = store.get_customer(customer_id)
     campaign = store.get_campaign(campaign_id)
-    code = active_code(service, customer_id, campaign_id)
+    code = service.code_for(customer_id, campaign_id)
     link = service.unsubscribe_link(customer_key(customer_id))
     context = load_kit_context(
         store,

@@ -17,9 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.auth import CUSTOMER_COOKIE, MARKETER_COOKIE
+from engine import views
 from graph.model import utcnow
 from tests.api_support import api_client, customer_token, grant_key, opened, seed_network, sqlite_url
-from tests.factories import make_customer, make_scores
+from tests.factories import make_customer, make_run, make_scores
 from tests.program_factories import make_campaign
 from tests.unit.test_api_referrals import opened_program
 
@@ -239,6 +240,17 @@ def test_forms_that_change_money_or_campaigns_need_the_scope_the_api_would(seede
     assert api(seeded, "GET", "/v1/outreach")["items"] == []
 
 
+def test_a_key_may_post_the_forms_whose_api_routes_it_may_call_and_no_others(seeded: TestClient) -> None:
+    held = held_order(seeded)
+    csrf = sign_in(seeded, ("read", "campaigns:write"))
+    created = seeded.post("/campaigns", data={**builder(), "csrf_token": csrf}, follow_redirects=False)
+    assert created.status_code == 303, created.text[:300]
+    decided = seeded.post(f"/fraud/{held}/decision", data={"csrf_token": csrf, "decision": "approve"}, headers=HTML)
+    assert decided.status_code == 403
+    assert "rewards:write" in decided.text
+    assert api(seeded, "GET", f"/v1/conversions/{held}")["status"] == "held"
+
+
 # --- the dashboard ----------------------------------------------------------------------------------------------
 def test_dashboard_shows_the_counts_segments_and_top_influencers(seeded: TestClient) -> None:
     sign_in(seeded)
@@ -408,6 +420,31 @@ def test_unticking_targets_forecasts_for_those_kept_and_a_tiny_budget_is_exceede
     nothing = seeded.get("/targets?k=2&picking=1", headers=HTML).text
     assert "Pick at least one customer" in nothing
     assert "customer_ids" not in nothing
+
+
+def test_the_targets_are_chosen_once_while_the_store_is_unchanged_and_again_after_an_analysis(
+    seeded: TestClient, url: str
+) -> None:
+    with opened_program(url) as store:
+        first = views.targets_view(store, k=2, campaign=None)
+        again = views.targets_view(store, k=2, campaign=None)
+        assert first.choice is not None
+        assert again.choice is first.choice
+        assert first.forecast is not None
+        assert first.forecast.forecast is not None
+        assert again.forecast is not None
+        assert again.forecast.forecast is first.forecast.forecast
+        store.save_run(make_run(id="run-later", started_at=utcnow(), finished_at=utcnow()))
+        after = views.targets_view(store, k=2, campaign=None)
+        assert after.choice is not None
+        assert after.choice is not first.choice
+
+
+def test_a_target_erased_since_the_last_load_is_gone_from_the_targets_page_at_once(seeded: TestClient) -> None:
+    sign_in(seeded)
+    (first, _), _ = rows_of(page(seeded, "/targets", k=2))
+    seeded.delete(f"/v1/customers/{first}").raise_for_status()
+    assert first not in {cid for cid, _ in rows_of(page(seeded, "/targets", k=2))}
 
 
 def test_the_targets_page_explains_what_is_missing_instead_of_failing(client: TestClient, url: str) -> None:
