@@ -24,12 +24,12 @@ Every template, built-in or a marketer's, renders in a sandbox: `ImmutableSandbo
 `StrictUndefined`, seeing only plain data (`KIT_VARIABLES`, as dicts, lists and strings), able to call a short list
 of string methods and filters, and held to a budget: `range` is capped, operators and filters refuse to build text
 longer than the output limit before building it, a list or dict the template writes may not hold more than the
-output limit either (counting what it would print as, nested lists included, so no comparison or printing of one
-can run long in C where the clock cannot see it), output captured by `{% set %}` and `{% filter %}` blocks counts
-as it grows, the output is counted as it is produced, and a trace of the template's own code stops it at the time
-limit. Printing a method instead of calling it is refused (its text would show a memory address). A template
-nested too deeply for the parser or for Python's compiler is refused as invalid, not raised as a crash. A
-marketer's HTML email is their text escaped whole, so nothing a customer typed can become markup.
+output limit either (counting what it would print as, nested lists included, so no comparison or printing of one can
+run long in C where the clock cannot see it), output captured by `{% set %}` and `{% filter %}` blocks counts as it
+grows, the output is counted as it is produced, and every loop item and sandboxed operation ticks a clock that stops
+the template at the time limit. Printing a method instead of calling it is refused (its text would show a memory
+address). A template nested too deeply for the parser or for Python's compiler is refused as invalid, not raised as
+a crash. A marketer's HTML email is their text escaped whole, so nothing a customer typed can become markup.
 
 Everything here is pure except `load_kit_context`, at the end, which reads the store.
 """
@@ -37,11 +37,10 @@ Everything here is pure except `load_kit_context`, at the end, which reads the s
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ from enum import StrEnum
 from functools import lru_cache, wraps
 from importlib.resources import files
 from pathlib import Path
-from types import BuiltinMethodType, FrameType, MethodType
+from types import BuiltinMethodType, MethodType
 from typing import Annotated, Any, Final, cast
 from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
@@ -103,7 +102,7 @@ X_TEXT_LIMIT: Final[int] = 280 - 24
 
 _MAX_INT_BITS: Final[int] = 4096
 _TEMPLATE_FILE: Final[str] = "<kit template>"
-"""The file name kit templates compile under, which the time-limit trace recognises."""
+"""The file name kit templates compile under, by which a traceback's template line is found."""
 
 
 # --- values --------------------------------------------------------------------------------------------------------
@@ -548,20 +547,6 @@ def _tick() -> None:
         raise RenderLimit(f"the template ran longer than {budget.timeout_s:g} s")
 
 
-_Trace = Callable[[FrameType, str, Any], "_Trace | None"]
-
-
-def _trace_lines(frame: FrameType, event: str, arg: Any) -> _Trace | None:
-    if event == "line":
-        _tick()
-    return _trace_lines
-
-
-def _trace_templates(frame: FrameType, event: str, arg: Any) -> _Trace | None:
-    """Trace only the code compiled from kit templates: loops there run no hook, so lines are what we count."""
-    return _trace_lines if frame.f_code.co_filename == _TEMPLATE_FILE else None
-
-
 def _capped_range(*args: int) -> range:
     numbers = range(*args)
     if len(numbers) > MAX_RANGE:
@@ -716,10 +701,27 @@ _PLAIN_FILTERS: Final[tuple[str, ...]] = (
 
 
 class _KitCodeGenerator(CodeGenerator):
-    """Jinja's code generator, except that `a ~ b` goes through `environment.kit_concat`, which checks the size
+    """Jinja's code generator, except that a for-loop's items go through `environment.kit_loop`, which ticks the
+    render budget once per item; `a ~ b` goes through `environment.kit_concat`, which checks the size
     first (without it, a chain of `{% set s = s ~ s %}` doubles a string until memory runs out); list, tuple and
     dict literals go through `environment.kit_sized` (nesting `[l, l, l]` ten deep would otherwise build a value
     that prints as gigabytes); and block buffers are `environment.kit_buffer()`, which counts what they hold."""
+
+    _loop_items: nodes.Node | None = None
+    """The iterable of the `{% for %}` being compiled, until it is written (Jinja allows no custom node types)."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:  # noqa: N802 - Jinja's visitor name
+        self._loop_items = node.iter
+        super().visit_For(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if node is not self._loop_items:
+            return super().visit(node, *args, **kwargs)
+        self._loop_items = None
+        self.write("environment.kit_loop(")
+        super().visit(node, *args, **kwargs)
+        self.write(")")
+        return None
 
     def buffer(self, frame: Frame) -> None:
         frame.buffer = self.temporary_identifier()
@@ -788,6 +790,13 @@ class _KitSandbox(ImmutableSandboxedEnvironment):
 
     def kit_buffer(self) -> _Buffer:
         return _Buffer(self.limit)
+
+    def kit_loop(self, items: Iterable[Any]) -> Iterator[Any]:
+        """A for-loop's items, one tick each: loops are the only way a template repeats work (macros and recursive
+        loops are refused), and a loop with an empty body runs no other hook, so nested loops meet the clock here."""
+        for item in items:
+            _tick()
+            yield item
 
     def kit_concat(self, join: Callable[[Iterable[Any]], str], values: tuple[Any, ...]) -> str:
         _tick()
@@ -1049,7 +1058,7 @@ class KitRenderer:
     """Chooses, validates and renders kit templates in the sandbox (see the module docstring).
 
     Safe to share between threads: compiled templates are cached, and each render keeps its budget in a
-    context variable and its time-limit trace on its own thread.
+    context variable.
     """
 
     def __init__(
@@ -1340,14 +1349,12 @@ class KitRenderer:
         return compiled
 
     def _run(self, template: JinjaTemplate, variables: Mapping[str, Any], *, name: str) -> str:
-        """Render under the budget: output counted as it is produced, template lines traced against the clock."""
+        """Render under the budget: output counted as it is produced, loops and operations ticked against the clock."""
         budget = _Budget(deadline=time.monotonic() + self.render_timeout_s, timeout_s=self.render_timeout_s)
         token = _BUDGET.set(budget)
-        previous_trace = sys.gettrace()
         chunks: list[str] = []
         size = 0
         stream = cast(Generator[str, None, None], template.generate(variables))
-        sys.settrace(_trace_templates)
         try:
             for chunk in stream:
                 size += len(chunk)
@@ -1358,7 +1365,6 @@ class KitRenderer:
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise InvalidInput(f"template {name} failed", [RowError(name, _line_of(exc), reason)]) from None
         finally:
-            sys.settrace(previous_trace)
             stream.close()
             _BUDGET.reset(token)
         return "".join(chunks)
