@@ -1,6 +1,7 @@
 """No Cypher is built from values: every f-string, `.format`, `%` or `+` that builds Cypher text in graph/*cypher*.py
 and graph/neo4j_*.py interpolates only what is fixed when the module is imported (constants, enum members, other
-query fragments), or an expression whitelisted below with its reason. A future `f"MATCH (c {{id: '{customer_id}'}})"`
+query fragments, a comprehension's variable drawn from one of these, as labels joined from a module's tuple), or an
+expression whitelisted below with its reason. A future `f"MATCH (c {{id: '{customer_id}'}})"`
 fails this test; values must travel as `$parameters`.
 """
 
@@ -27,16 +28,6 @@ WHITELIST: dict[tuple[str, str, str], str] = {
     ("graph/program_cypher.py", "_us", "at"): "a helper only ever called with a literal (checked below)",
     ("graph/outreach_cypher.py", "_us", "at"): "a helper only ever called with a literal (checked below)",
     ("graph/access_cypher.py", "_us", "at"): "a helper only ever called with a literal (checked below)",
-    ("graph/cypher.py", "<module>", "edge_type.value"): "relationship types from the EdgeType enum",
-    ("graph/program_cypher.py", "<module>", "' OR '.join((f'n:{label}' for label in PROGRAM_LABELS))"): (
-        "labels from the module's fixed PROGRAM_LABELS tuple"
-    ),
-    ("graph/outreach_cypher.py", "<module>", "' OR '.join((f'n:{label}' for label in OUTREACH_LABELS))"): (
-        "labels from the module's fixed OUTREACH_LABELS tuple"
-    ),
-    ("graph/access_cypher.py", "<module>", "' OR '.join((f'n:{label}' for label in ACCESS_LABELS))"): (
-        "labels from the module's fixed ACCESS_LABELS tuple"
-    ),
 }
 """(file, function or <module>, interpolated expression) -> why it cannot carry a value from outside."""
 
@@ -94,7 +85,8 @@ class Scanner(ast.NodeVisitor):
     findings: list[Finding] = field(default_factory=list)
     helper_calls: list[tuple[str, ast.Call]] = field(default_factory=list)
     _function: list[str] = field(default_factory=list)
-    _locals: list[set[str]] = field(default_factory=list)
+    _scopes: list[dict[str, bool]] = field(default_factory=list)
+    """Names bound in each enclosing function or comprehension, innermost last: whether each is fixed."""
     _chained: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -111,11 +103,22 @@ class Scanner(ast.NodeVisitor):
                 self.module_names.update(assigned(node))
 
     # --- scopes ---------------------------------------------------------------------------------------------
+    def _bind(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> bool:
+        """Push the comprehension's scope: a variable is fixed when it is drawn from a fixed iterable (a module's
+        tuple of labels, say). Returns whether every iterable was fixed."""
+        scope: dict[str, bool] = {}
+        self._scopes.append(scope)
+        every = True
+        for loop in node.generators:
+            drawn_from_fixed = self.fixed(loop.iter)
+            every &= drawn_from_fixed
+            scope.update({n.id: drawn_from_fixed for n in ast.walk(loop.target) if isinstance(n, ast.Name)})
+        return every
+
     def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> None:
-        targets = {n.id for loop in node.generators for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
-        self._locals.append(targets)
+        self._bind(node)
         self.generic_visit(node)
-        self._locals.pop()
+        self._scopes.pop()
 
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension  # noqa: N815
 
@@ -123,9 +126,9 @@ class Scanner(ast.NodeVisitor):
         names = {arg.arg for arg in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs]}
         names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         self._function.append(node.name)
-        self._locals.append(names)
+        self._scopes.append(dict.fromkeys(names, False))
         self.generic_visit(node)
-        self._locals.pop()
+        self._scopes.pop()
         self._function.pop()
 
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]  # noqa: N815
@@ -139,8 +142,10 @@ class Scanner(ast.NodeVisitor):
         if isinstance(node, ast.Constant):
             return True
         if isinstance(node, ast.Name):
-            local = any(node.id in names for names in self._locals)
-            return not local and (node.id in self.module_names or node.id in {"len"})
+            for scope in reversed(self._scopes):
+                if node.id in scope:
+                    return scope[node.id]
+            return node.id in self.module_names or node.id in {"len"}
         if isinstance(node, ast.Attribute):
             return self.fixed(node.value)
         if isinstance(node, ast.Call):
@@ -154,6 +159,11 @@ class Scanner(ast.NodeVisitor):
             return self.fixed(node.value) and self.fixed(node.slice)
         if isinstance(node, ast.Tuple | ast.List):
             return all(self.fixed(item) for item in node.elts)
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp):
+            try:
+                return self._bind(node) and self.fixed(node.elt)
+            finally:
+                self._scopes.pop()
         return False
 
     def check(self, node: ast.AST, interpolated: list[ast.expr]) -> None:
@@ -250,6 +260,15 @@ INTERPOLATING = """
 from graph.model import EdgeType
 LABEL = EdgeType.REFERRED.value
 FIXED = f"MATCH (a)-[:{LABEL}]->(b) RETURN b"
+LABELS = ("Campaign", "Reward")
+FIXED_LABELS = f"MATCH (n) WHERE {' OR '.join(f'n:{label}' for label in LABELS)} DETACH DELETE n"
+FIXED_EACH = [f"MATCH (n:{label}) DETACH DELETE n" for label in LABELS]
+
+def by_labels(session, labels):
+    return session.run(f"MATCH (n) WHERE {' OR '.join(f'n:{label}' for label in labels)} DETACH DELETE n")
+
+def by_label_shadowing_a_fixed_name(session, LABELS):
+    return [session.run(f"MATCH (n:{label}) RETURN n") for label in LABELS]
 
 def by_fstring(session, customer_id):
     return session.run(f"MATCH (c:Customer {{id: '{customer_id}'}}) DETACH DELETE c")
@@ -273,6 +292,8 @@ def test_the_check_flags_each_way_of_interpolating_a_value_and_nothing_else() ->
     assert sorted((f.function, f.expression) for f in findings) == [
         ("by_format", "name"),
         ("by_fstring", "customer_id"),
+        ("by_label_shadowing_a_fixed_name", "label"),
+        ("by_labels", "' OR '.join((f'n:{label}' for label in labels))"),
         ("by_percent", "name"),
         ("by_plus", "name"),
     ]
