@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from engine.fraud import customer_signals
 from graph.errors import InvalidInput, RowError, Unauthorized
+from graph.importer import RepeatedKey, unique_keys
 from graph.model import Customer
 from graph.program import Code, Order, Refund, Signal, SignalKind, Signup
 
@@ -303,21 +304,6 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-class _RepeatedKey(Exception):
-    """A JSON object that names one key twice."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _RepeatedKey(f"the key {_short(key)} appears twice in one object")
-            seen.add(key)
-    return found
-
-
 def _json_type(value: object) -> str:
     names = {bool: "a boolean", dict: "an object", list: "an array", Decimal: "a number", int: "a number"}
     return names.get(type(value), type(value).__name__)
@@ -370,8 +356,8 @@ def _build(
 def _load(body: bytes, problems: _Problems, *, strict: bool) -> Mapping[str, Any] | None:
     """The body as a JSON object; `strict` also refuses repeated keys (Shopify's payloads are read leniently)."""
     try:
-        payload = json.loads(body, parse_float=Decimal, object_pairs_hook=_unique_keys if strict else None)
-    except _RepeatedKey as exc:
+        payload = json.loads(body, parse_float=Decimal, object_pairs_hook=unique_keys if strict else None)
+    except RepeatedKey as exc:
         problems.add("body", str(exc))
         return None
     except RecursionError:

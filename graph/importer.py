@@ -263,14 +263,19 @@ def _refuse_constant(name: str) -> Any:
     raise _JsonProblem(f"{name} is not a number JSON allows; write a finite number or null")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys repeat is ambiguous (parsers keep either copy), so it is refused."""
+class RepeatedKey(ValueError):
+    """A JSON object that names one key twice."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads`'s `object_pairs_hook` for hostile input: a JSON object whose keys repeat is ambiguous (parsers
+    keep either copy), so it raises `RepeatedKey` naming the key."""
     found = dict(pairs)
     if len(found) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _JsonProblem(f"the key {_short(key)} appears twice in one object")
+                raise RepeatedKey(f"the key {_short(key)} appears twice in one object")
             seen.add(key)
     return found
 
@@ -278,9 +283,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _load_json(text: str) -> Any:
     """One JSON value, or `_JsonProblem` saying why not in words a person can act on."""
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+        return json.loads(text, object_pairs_hook=unique_keys, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise _JsonProblem(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except RepeatedKey as exc:
+        raise _JsonProblem(str(exc)) from None
     except RecursionError:
         raise _JsonProblem("not valid JSON here: nested too deeply") from None
     except ValueError:  # an integer of more digits than Python converts (4300)
