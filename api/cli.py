@@ -11,20 +11,17 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.cli_common import err_console, fail, settings_from_context, store_from_context
+from api.cli_common import clear_errors, err_console, progress_bars, settings_from_context, store_from_context
 from engine.ingest import import_files, load_network, load_synthetic
 from engine.settings import get_settings
-from graph.errors import AdvocacyError, InvalidInput, RowError
+from graph.errors import RowError
 from graph.importer import RecordKind
 from graph.model import InfluenceKind
 
@@ -67,47 +64,6 @@ def main(
     ctx.obj = {"store": store, "neo4j_database": neo4j_database}
 
 
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Turn engine and file errors into one message and a non-zero exit, never a traceback."""
-    try:
-        yield
-    except AdvocacyError as exc:
-        raise fail(exc) from None
-    except OSError as exc:
-        where = exc.filename if exc.filename is not None else "file"
-        reason = exc.strerror or str(exc)
-        raise fail(InvalidInput(f"cannot read {where}: {reason}")) from None
-
-
-@contextmanager
-def _progress() -> Iterator[_ProgressBar]:
-    """A rich progress display on stderr (silent when stderr is not a terminal, e.g. in logs and tests)."""
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-        disable=not err_console.is_terminal,
-    ) as progress:
-        yield _ProgressBar(progress)
-
-
-class _ProgressBar:
-    """Adapts `engine.ingest.Progress` callbacks (task name, done, total) to rich tasks."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._tasks: dict[str, TaskID] = {}
-
-    def __call__(self, task: str, done: int, total: int | None) -> None:
-        if task not in self._tasks:
-            self._tasks[task] = self._progress.add_task(task, total=total)
-        self._progress.update(self._tasks[task], completed=done, total=total)
-
-
 def _warn_skipped(skipped: tuple[RowError, ...], count: int) -> None:
     for problem in skipped[:20]:
         err_console.print(f"[yellow]skipped[/] {problem}", highlight=False, soft_wrap=True, markup=True)
@@ -147,7 +103,7 @@ def import_command(
     * referrals: referrer_id*, friend_id*, at*, code, status, status_at
     * events: id*, customer_id*, kind*, at*, value, attr_NAME
     """
-    with _clear_errors(), store_from_context(ctx) as store, _progress() as progress:
+    with clear_errors(), store_from_context(ctx) as store, progress_bars() as progress:
         reports = import_files(store, paths, kind=kind, skip_bad_rows=skip_bad_rows, progress=progress)
     for report in reports:
         _warn_skipped(report.skipped, report.skipped_count)
@@ -175,7 +131,7 @@ def load_network_command(
     Node labels become customer ids as they are; self-loops are dropped and repeated arcs collapsed (weights
     summed). A NetHEPT-style 'N M' first line is recognised and skipped.
     """
-    with _clear_errors(), store_from_context(ctx) as store, _progress() as progress:
+    with clear_errors(), store_from_context(ctx) as store, progress_bars() as progress:
         report = load_network(store, path, directed=directed, kind=kind, progress=progress)
     out.print(
         f"{report.path}: {report.customers:,} customers and {report.influences:,} influence arcs loaded "
@@ -199,7 +155,7 @@ def generate_command(
     Communities, heavy-tailed influence, referral trees, influencers, prosumers, unhappy customers, purchases
     and other events over two years; see graph/generator.py for the model.
     """
-    with _clear_errors(), store_from_context(ctx) as store, _progress() as progress:
+    with clear_errors(), store_from_context(ctx) as store, progress_bars() as progress:
         report = load_synthetic(
             store, customers, seed=seed, avg_degree=avg_degree, communities=communities, progress=progress
         )
@@ -215,7 +171,7 @@ def stats_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
     """Count customers, edges by type and events by kind in the store."""
-    with _clear_errors(), store_from_context(ctx) as store:
+    with clear_errors(), store_from_context(ctx) as store:
         stats = store.stats()
         where = store.describe()
     if as_json:
@@ -253,7 +209,7 @@ def serve_command(
     os.environ["ADVOCACY_STORE"] = settings.store
     os.environ["ADVOCACY_NEO4J__DATABASE"] = settings.neo4j.database
     get_settings.cache_clear()
-    with _clear_errors():
+    with clear_errors():
         uvicorn.run(
             "api.app:create_app",
             factory=True,

@@ -8,19 +8,18 @@ wrote or restored as a table; errors are one line and a non-zero exit, as in eve
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.cli_common import err_console, fail, settings_from_context
+from api.cli_common import clear_errors, err_console, os_error_text, progress_bars, settings_from_context
 from graph.backup import BackupInfo, backup_sqlite, dump_neo4j, load_neo4j, restore_sqlite, store_route
-from graph.errors import AdvocacyError, InvalidInput, StoreUnavailable
+from graph.errors import InvalidInput, StoreUnavailable
 from graph.factory import open_store, redact
 from graph.neo4j_store import Neo4jStore
 
@@ -42,43 +41,9 @@ StoreOption = Annotated[
 ]
 
 
-class _Bars:
-    """`graph.backup.Progress` callbacks (task, done, total) as rich progress bars."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._tasks: dict[str, TaskID] = {}
-
-    def __call__(self, task: str, done: int, total: int | None) -> None:
-        if task not in self._tasks:
-            self._tasks[task] = self._progress.add_task(task, total=total)
-        self._progress.update(self._tasks[task], completed=done, total=total)
-
-
-@contextmanager
-def _bars() -> Iterator[_Bars]:
-    """Progress on stderr when it is a terminal; silent in logs, cron mails and tests."""
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=not err_console.is_terminal,
-    ) as progress:
-        yield _Bars(progress)
-
-
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Engine and file errors as one line and a non-zero exit (2 when the store is unavailable), never a traceback."""
-    try:
-        yield
-    except AdvocacyError as exc:
-        raise fail(exc) from None
-    except OSError as exc:
-        where = exc.filename if exc.filename is not None else "file"
-        raise fail(StoreUnavailable(f"{where}: {exc.strerror or exc}")) from None
+def _clear_errors() -> AbstractContextManager[None]:
+    """One line and a non-zero exit; a file the backup cannot read or write is unavailable storage (exit 2)."""
+    return clear_errors(lambda exc: StoreUnavailable(os_error_text(exc)))
 
 
 def _store_url(ctx: typer.Context, store: str | None) -> tuple[str, str]:
@@ -139,7 +104,7 @@ def create_command(
         if route == "sqlite":
             info = backup_sqlite(where, dest, overwrite=force)
         else:
-            with _neo4j(url, database) as opened, _bars() as bars:
+            with _neo4j(url, database) as opened, progress_bars() as bars:
                 info = dump_neo4j(opened, dest, overwrite=force, progress=bars)
     _print(info, f"Backup of {escape(info.store)}")
 
@@ -170,6 +135,6 @@ def restore_command(
         if route == "sqlite":
             info = restore_sqlite(src, where, force=force)
         else:
-            with _neo4j(url, database) as opened, _bars() as bars:
+            with _neo4j(url, database) as opened, progress_bars() as bars:
                 info = load_neo4j(src, opened, wipe=force, progress=bars)
     _print(info, f"Restored into {escape(info.store)}")
