@@ -20,7 +20,7 @@ Campaign section (`campaign_rows`): end-to-end dispatch as in production, all on
 holds `--campaign-customers` customers (email consent on, in a time zone where it is mid-day now, so nobody is in
 quiet hours), their scores (segment advocate), a referral campaign and one outreach listing all of them. An
 aiosmtpd sink in this process counts what it receives. `--workers` real `celery worker` processes (prefork,
-`--concurrency` each, started as the integration tests start them) use the Redis limiter on db 11 and a broker on
+`--concurrency` each, started by `engine.worker_process`) use the Redis limiter on db 11 and a broker on
 db 12, both flushed first. `advocacy.plan_outreach` is sent (or, with `--launch plan_then_dispatch_due`, this
 process runs `OutreachService.plan` and sends one `advocacy.dispatch_due(limit=N)`: the same steps, without the
 task's re-dispatch of messages still queued) and the outbox polled until every message is settled (sent, held or
@@ -47,13 +47,10 @@ import os
 import pstats
 import random
 import re
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +72,7 @@ from rich.progress import (
 )
 
 from bench.common import RESULTS_DIR, Row, machine_facts, print_table, write_results
+from bench.http import cpu_seconds, free_port, process_tree, quantile
 from engine.celery_app import make_celery
 from engine.channels import make_adapters
 from engine.contact_policy import ContactPolicy, quiet_until
@@ -82,12 +80,11 @@ from engine.dispatch import InlineDispatcher
 from engine.limits import RedisContactLimiter, Reservation, SqliteContactLimiter, make_limiter
 from engine.outreach import OutreachService
 from engine.settings import ApiSettings, ContactSettings, RedisSettings, Settings
+from engine.worker_process import start_worker, stop_worker
 from graph.factory import open_store
 from graph.model import ContactChannel, Customer, CustomerScores, Segment, utcnow
 from graph.outreach import Audience, AudienceKind, MessageKind, MessageStatus, OutboxCounts, Outreach
 from graph.program import Campaign, RewardKind, RewardRule, RewardSide
-
-ROOT = Path(__file__).resolve().parents[1]
 
 START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 PEOPLE_PER_PROCESS = 20_000
@@ -171,7 +168,8 @@ def race(task: str, where: str, *, processes: int, decisions: int, batch: int) -
     return made / seconds, sum(o[3] for o in outcomes) / made
 
 
-def _flush(url: str) -> None:
+def flush_redis(url: str) -> None:
+    """Empty one Redis database (the bench's own numbers only)."""
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
@@ -199,14 +197,14 @@ def policy_rows(args: argparse.Namespace, log: Callable[[str], None] = print) ->
             rates = []
             for attempt in range(args.repeat):
                 if where == url:
-                    _flush(url)
+                    flush_redis(url)
                 target = where if where == url else f"{where}.{task}.{attempt}"
                 rate, allowed = race(task, target, processes=processes, decisions=decisions, batch=batch)
                 rates.append(rate)
             measured[metric] = max(rates)
             runs = ", ".join(f"{rate:,.0f}" for rate in rates)
             log(f"{metric}: best {max(rates):,.0f}/s of {runs}; {decisions:,} decisions, {allowed:.0%} allowed")
-    _flush(url)
+    flush_redis(url)
     baselines = {
         "policy_decisions_per_s": "redis_incr_per_s",
         "policy_decisions_unpipelined_per_s": "redis_incr_unpipelined_per_s",
@@ -325,13 +323,6 @@ class CountingSink:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _sink_process(port: int, received: Any, ready: Any, stop: Any) -> None:
     """The sink in its own process, for the inline baseline: its work then takes no GIL from the sender."""
     sink = CountingSink()
@@ -362,74 +353,6 @@ def worker_env(store_url: str, limiter_url: str, smtp_port: int) -> dict[str, st
     }
 
 
-def start_worker(
-    broker_url: str, log_path: Path, *, concurrency: int, name: str, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    """A real `celery worker` (prefork), started as `tests/integration/conftest.py` does; waits for its ping."""
-    full_env = {**os.environ, "ADVOCACY_REDIS__URL": broker_url, "PYTHONUNBUFFERED": "1", **env}
-    node = f"{name}-{os.getpid()}"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "engine.celery_app",
-                "worker",
-                "--concurrency",
-                str(concurrency),
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{node}@%h",
-            ],
-            cwd=ROOT,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    app = make_celery(Settings(redis=RedisSettings(url=broker_url)))
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited with {proc.returncode}:\n{log_path.read_text()}")
-            replies = app.control.ping(timeout=1.0) or []
-            if any(f"{node}@" in next(iter(reply)) for reply in replies):
-                return proc
-        proc.kill()
-        raise RuntimeError(f"celery worker did not answer within 90 s:\n{log_path.read_text()}")
-    finally:
-        app.close()
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    """A warm shutdown (SIGTERM: finish the tasks in hand), killed only if it hangs."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds of a process and its live children (prefork pool processes)."""
-    total = 0.0
-    for each in (proc, *proc.children(recursive=True)):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = each.cpu_times()
-            total += times.user + times.system
-    return total
-
-
 def _redis_server(url: str) -> psutil.Process | None:
     """The local Redis server, to count its CPU time too (None if it cannot be found)."""
     port = urlsplit(url).port or 6379
@@ -456,10 +379,6 @@ def send_times(logs: Iterable[Path]) -> tuple[int, list[float]]:
     return runs, sorted(slowest.values())
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 def _settled(counts: OutboxCounts) -> int:
     return sum(counts.by_status.get(status, 0) for status in SETTLED)
 
@@ -480,7 +399,7 @@ def campaign_rows(args: argparse.Namespace, log: Callable[[str], None] = print) 
     customers, workers, concurrency = args.campaign_customers, args.workers, args.concurrency
     limiter_url, broker_url = _redis_url(args.redis_url, 11), _redis_url(args.redis_url, 12)
     for url in (limiter_url, broker_url):
-        _flush(url)
+        flush_redis(url)
     zone = awake_zone(utcnow())
     facts: dict[str, Any] = {"campaign_timezone": zone, "campaign_audience": "customers (all N listed)"}
     rows: list[Row] = []
@@ -491,7 +410,7 @@ def campaign_rows(args: argparse.Namespace, log: Callable[[str], None] = print) 
         log(f"seeded {customers:,} customers in {zone} in {time.perf_counter() - started:.1f} s")
 
         sink = CountingSink()
-        port = _free_port()
+        port = free_port()
         controller = Controller(sink, hostname="127.0.0.1", port=port)
         controller.start()
         logs = [Path(tmp) / f"worker{n}.log" for n in range(workers)]
@@ -502,10 +421,9 @@ def campaign_rows(args: argparse.Namespace, log: Callable[[str], None] = print) 
         try:
             for n, path in enumerate(logs):
                 procs.append(start_worker(broker_url, path, concurrency=concurrency, name=f"bench{n}", env=env))
-            watched = [psutil.Process(p.pid) for p in procs]
             redis_server = _redis_server(args.redis_url)
-            cpu0 = [_tree_cpu(w) for w in watched]
-            redis_cpu0 = _tree_cpu(redis_server) if redis_server else 0.0
+            cpu0 = [cpu_seconds(process_tree(p.pid)) for p in procs]
+            redis_cpu0 = cpu_seconds(process_tree(redis_server.pid)) if redis_server else 0.0
             bench_cpu0 = time.process_time()
             load0 = os.getloadavg()[0]
             log(f"{workers} workers x {concurrency} processes ready; launching {OUTREACH_ID}")
@@ -549,8 +467,8 @@ def campaign_rows(args: argparse.Namespace, log: Callable[[str], None] = print) 
                     time.sleep(0.5)
             seconds = time.perf_counter() - t0
             received = sink.received
-            worker_cpu = sum(_tree_cpu(w) - c for w, c in zip(watched, cpu0, strict=True))
-            redis_cpu = _tree_cpu(redis_server) - redis_cpu0 if redis_server else 0.0
+            worker_cpu = sum(cpu_seconds(process_tree(p.pid)) - c for p, c in zip(procs, cpu0, strict=True))
+            redis_cpu = cpu_seconds(process_tree(redis_server.pid)) - redis_cpu0 if redis_server else 0.0
             bench_cpu = time.process_time() - bench_cpu0
             facts["campaign_load_average_1m_at_launch"] = round(load0, 2)
             facts["campaign_load_average_1m_at_settled"] = round(os.getloadavg()[0], 2)
@@ -569,7 +487,7 @@ def campaign_rows(args: argparse.Namespace, log: Callable[[str], None] = print) 
             controller.stop()
         runs, slowest = send_times(logs)
     for url in (limiter_url, broker_url):
-        _flush(url)
+        flush_redis(url)
     moments = {"dispatched": dispatched_s, "first_sent": first_sent_s}
     log(f"settled {done:,} of {customers:,} messages in {seconds:.1f} s; {runs:,} send tasks ran")
     assert outbox_full_s is not None
@@ -586,8 +504,8 @@ def campaign_rows(args: argparse.Namespace, log: Callable[[str], None] = print) 
     ]
     if slowest:
         rows += [
-            Row("campaign_send_p50_ms", round(_quantile(slowest, 0.5) * 1000, 2), "ms"),
-            Row("campaign_send_p99_ms", round(_quantile(slowest, 0.99) * 1000, 2), "ms"),
+            Row("campaign_send_p50_ms", round(quantile(slowest, 0.5) * 1000, 2), "ms"),
+            Row("campaign_send_p99_ms", round(quantile(slowest, 0.99) * 1000, 2), "ms"),
         ]
     rows += [Row(f"campaign_{name}_seconds", round(at, 2), "s") for name, at in moments.items() if at is not None]
     rows += _outcome_rows(counts, received, "campaign")
@@ -625,10 +543,10 @@ def inline_campaign(
 ) -> list[Row]:
     """The same campaign in one process with `InlineDispatcher`, the sink in a child process; or its profile."""
     limiter_url = _redis_url(args.redis_url, 11)
-    _flush(limiter_url)
+    flush_redis(limiter_url)
     context = mp.get_context("spawn")
     received, ready, stop = context.Value("q", 0), context.Event(), context.Event()
-    port = _free_port()
+    port = free_port()
     sink = context.Process(target=_sink_process, args=(port, received, ready, stop), daemon=True)
     sink.start()
     ready.wait(timeout=60)
@@ -657,7 +575,7 @@ def inline_campaign(
     finally:
         stop.set()
         sink.join(timeout=30)
-    _flush(limiter_url)
+    flush_redis(limiter_url)
     log(f"inline: planned {customers:,} in {planned:.1f} s, sent {len(keys):,} in {sent_s:.1f} s")
     if profiler is not None:
         if args.profile_out:

@@ -57,7 +57,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import metadata
@@ -174,11 +174,31 @@ def kit_path(customer_id: str, campaign_id: str) -> str:
 
 
 # --- the servers -----------------------------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (a server's workers, a Celery pool); empty once it has exited."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+    """User and system CPU time of the processes still running."""
+    total = 0.0
+    for each in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _has(module: str) -> bool:
@@ -217,7 +237,7 @@ class Server:
     """uvicorn in its own session (so stopping it stops its workers too), ready once `probe` answers 200."""
 
     def __init__(self, app: str, probe: str, *, workers: int, env: dict[str, str], log_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self._log_path = log_path
@@ -247,19 +267,10 @@ class Server:
 
     def processes(self) -> list[psutil.Process]:
         """The supervisor and its workers."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc.pid)
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for each in self.processes():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                times = each.cpu_times()
-                total += times.user + times.system
-        return total
+        return cpu_seconds(self.processes())
 
     def settle(self, *, idle_share: float = 0.1, timeout_s: float = 30.0) -> float:
         """Wait until the server has worked off what an abandoned run left queued; returns the seconds waited."""
@@ -448,10 +459,11 @@ def run_wrk(server: Server, script: Path, *, connections: int, seconds: float, t
 
 
 # --- the open-loop generator: a fixed rate, latency from the scheduled send time -------------------------------
-def _quantile(ordered: Sequence[float], q: float) -> float:
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The nearest-rank q-quantile of sorted values (the smallest value with at least q of them at or below it)."""
     if not ordered:
         return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -579,12 +591,12 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
         "unfinished": unfinished,
         "seconds": spec["seconds"],
         "achieved_rps": answered_all / max(last_answer - start, 1e-9),
-        "p50_ms": _quantile(latencies, 0.50),
-        "p90_ms": _quantile(latencies, 0.90),
-        "p99_ms": _quantile(latencies, 0.99),
-        "p999_ms": _quantile(latencies, 0.999),
+        "p50_ms": quantile(latencies, 0.50),
+        "p90_ms": quantile(latencies, 0.90),
+        "p99_ms": quantile(latencies, 0.99),
+        "p999_ms": quantile(latencies, 0.999),
         "max_ms": latencies[-1] if latencies else float("nan"),
-        "send_lag_p99_ms": _quantile(lags, 0.99),
+        "send_lag_p99_ms": quantile(lags, 0.99),
         "statuses": {str(k): v for k, v in statuses.items()},
         "failures": dict(failures),
         "errors": wrong + sum(failures.values()) + unfinished,
@@ -593,16 +605,18 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def drive(spec_path: Path) -> None:
-    """The generator's process: run the schedule and print its figures as one JSON line."""
-    spec = json.loads(spec_path.read_text())
+def run_fastest(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run a load generator on uvloop when it is installed (as the server runs), else on asyncio's own loop."""
     if _has("uvloop"):
         import uvloop
 
-        result = uvloop.run(open_loop(spec))
-    else:
-        result = asyncio.run(open_loop(spec))
-    print(json.dumps(result))
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def drive(spec_path: Path) -> None:
+    """The generator's process: run the schedule and print its figures as one JSON line."""
+    print(json.dumps(run_fastest(open_loop(json.loads(spec_path.read_text())))))
 
 
 def raw_requests(target: str, fixture: Fixture, port: int) -> list[str]:

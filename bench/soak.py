@@ -12,7 +12,7 @@ Processes, all on 127.0.0.1:
   mid-day, so quiet hours hold nobody back); rate limits raised far above the load, as in `bench/http.py`;
 - contact backend `redis` and dispatch `celery` on the shared Redis 127.0.0.1:6390, broker on db 9 and limiter
   on db 10 (only those two are flushed, before and after);
-- one `celery worker` (prefork, concurrency 2), started as `bench/contact.py` starts them;
+- one `celery worker` (prefork, concurrency 2), started by `engine.worker_process.start_worker`;
 - an aiosmtpd sink in this process (`bench.contact.CountingSink`, counting per recipient too) as the mail server;
 - the load: a separate process (`--drive`), httpx on asyncio, open loop: `--rate` requests a second on a fixed
   schedule, each kind drawn by weight (`MIX`: redirects `/r/{code}` 60%, kits with the customer's own token 15%,
@@ -75,12 +75,25 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bench.common import RESULTS_DIR, Row, machine_facts, print_table, write_results
-from bench.contact import CountingSink, awake_zone, start_worker, stop_worker, worker_env
-from bench.http import TOKEN_KID, Fixture, Server, _free_port, kit_path, prepare, smoke
+from bench.contact import CountingSink, awake_zone, flush_redis, worker_env
+from bench.http import (
+    TOKEN_KID,
+    Fixture,
+    Server,
+    cpu_seconds,
+    free_port,
+    kit_path,
+    prepare,
+    process_tree,
+    quantile,
+    run_fastest,
+    smoke,
+)
 from engine.access import issue_customer_token, new_api_key
 from engine.contact_policy import ContactPolicy
 from engine.settings import ReferralSettings
-from graph.factory import open_store
+from engine.worker_process import start_worker, stop_worker
+from graph.factory import open_store, sqlite_path
 from graph.model import ContactChannel, Customer, utcnow
 from graph.outreach import MessageStatus
 from graph.program import ConversionStatus
@@ -392,7 +405,7 @@ async def _generate(spec: dict[str, Any], write: Callable[[Sequence[object]], ob
         "scheduled": int(rate * seconds),
         "launches": launched,
         "unfinished": unfinished,
-        "send_lag_p99_ms": round(_quantile(lags, 0.99) * 1000, 2) if lags else None,
+        "send_lag_p99_ms": round(quantile(lags, 0.99) * 1000, 2) if lags else None,
         "generator_cpu_s": round(time.process_time() - cpu0, 1),
         "tokens_issued": len(traffic.tokens),
         "error_samples": samples,
@@ -401,14 +414,7 @@ async def _generate(spec: dict[str, Any], write: Callable[[Sequence[object]], ob
 
 def drive(spec_path: Path) -> None:
     """The load process: run the schedule, print its summary as one JSON line."""
-    spec = json.loads(spec_path.read_text())
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(generate(spec))
-    else:
-        result = uvloop.run(generate(spec))
-    print(json.dumps(result))
+    print(json.dumps(run_fastest(generate(json.loads(spec_path.read_text())))))
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------
@@ -432,12 +438,6 @@ def read_records(path: Path) -> list[Record]:
             Record(kind, float(at), float(ms), int(status), int(expected), error, ref)
             for kind, at, ms, status, expected, error, ref in csv.reader(lines)
         ]
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,10 +466,10 @@ class CpuMeter:
 
     def __init__(self, procs: Callable[[], Sequence[psutil.Process]]) -> None:
         self._procs = procs
-        self._last = (time.monotonic(), _cpu_s(procs()))
+        self._last = (time.monotonic(), cpu_seconds(procs()))
 
     def read(self) -> float:
-        now, cpu = time.monotonic(), _cpu_s(self._procs())
+        now, cpu = time.monotonic(), cpu_seconds(self._procs())
         (then, before), self._last = self._last, (now, cpu)
         return round(max(0.0, cpu - before) / max(now - then, 1e-9) * 100, 1)
 
@@ -490,13 +490,6 @@ def _open_on(procs: Sequence[psutil.Process], path: Path) -> int:
     return total
 
 
-def _tree(root: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def _rss_mb(procs: Sequence[psutil.Process]) -> float:
     total = 0
     for each in procs:
@@ -510,15 +503,6 @@ def _fds(procs: Sequence[psutil.Process]) -> int:
     for each in procs:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += each.num_fds()
-    return total
-
-
-def _cpu_s(procs: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for each in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = each.cpu_times()
-            total += times.user + times.system
     return total
 
 
@@ -580,14 +564,6 @@ def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _flush(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 def seed_extra(fixture: Fixture, people: int, *, zone: str) -> str:
     """What `bench.http.prepare` does not make: a key for the shop's backend and the people outreach reaches."""
     store = open_store(fixture.store_url)
@@ -618,7 +594,7 @@ def sample_loop(
     start_at: float,
     deadline_s: float,
     api: Sequence[psutil.Process],
-    worker: psutil.Process,
+    worker_pid: int,
     db: Path,
     broker: redis.Redis[bytes],
     sink: RecipientSink,
@@ -629,8 +605,8 @@ def sample_loop(
     tick = start_at
     meters = {
         "api": CpuMeter(lambda: api),
-        "worker": CpuMeter(lambda: _tree(worker)),
-        "load": CpuMeter(lambda: _tree(psutil.Process(load.pid))),
+        "worker": CpuMeter(lambda: process_tree(worker_pid)),
+        "load": CpuMeter(lambda: process_tree(load.pid)),
     }
     psutil.cpu_percent()
     while load.poll() is None:
@@ -640,7 +616,7 @@ def sample_loop(
             _stop_process_group(load)
             break
         if now >= tick:
-            workers = _tree(worker)
+            workers = process_tree(worker_pid)
             sample = Sample(
                 t_s=round(now - start_at, 2),
                 api_rss_mb=round(_rss_mb(api), 1),
@@ -789,7 +765,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Outcome
         raise SystemExit(f"--minutes {args.minutes:g} leaves no full minute after a {warmup_s:g} s warm-up")
     broker_url, limiter_url = f"{REDIS_BASE}/{BROKER_DB}", f"{REDIS_BASE}/{LIMITER_DB}"
     for url in (broker_url, limiter_url):
-        _flush(url)
+        flush_redis(url)
     launches = launch_times(seconds, args.launch_every)
     soak = Soak(Path(tempfile.mkdtemp(prefix="bench-soak-")))
     try:
@@ -799,14 +775,14 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Outcome
         else:
             soak.stack.callback(_remove_tree, tmp)
         for url in (broker_url, limiter_url):
-            soak.stack.callback(_flush, url)
+            soak.stack.callback(flush_redis, url)
         fixture = prepare(tmp, customers=args.customers, coded=args.coded, log=log)
         zone = awake_zone(utcnow())
         orders_key = seed_extra(fixture, len(launches) * args.audience, zone=zone)
-        db = Path(fixture.store_url.removeprefix("sqlite:///"))
+        db = Path(sqlite_path(fixture.store_url))
 
         sink = RecipientSink()
-        smtp_port = _free_port()
+        smtp_port = free_port()
         controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
         controller.start()
         soak.stack.callback(controller.stop)
@@ -855,8 +831,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Outcome
                 start_new_session=True,
             )
         soak.stack.callback(_stop_process_group, load)
-        api_procs, worker_proc = server.processes(), psutil.Process(worker.pid)
-        cpu0 = {"api": _cpu_s(api_procs), "worker": _cpu_s(_tree(worker_proc))}
+        api_procs = server.processes()
+        cpu0 = {"api": cpu_seconds(api_procs), "worker": cpu_seconds(process_tree(worker.pid))}
         broker = redis.Redis.from_url(broker_url)
         soak.stack.callback(broker.close)
         log(f"load: {args.rate:g} requests/s for {args.minutes:g} min, {len(launches)} outreach launches")
@@ -865,13 +841,16 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Outcome
             start_at=start_at,
             deadline_s=seconds + GRACE_S + 60,
             api=api_procs,
-            worker=worker_proc,
+            worker_pid=worker.pid,
             db=db,
             broker=broker,
             sink=sink,
             log=log,
         )
-        cpu = {"api": _cpu_s(api_procs) - cpu0["api"], "worker": _cpu_s(_tree(worker_proc)) - cpu0["worker"]}
+        cpu = {
+            "api": cpu_seconds(api_procs) - cpu0["api"],
+            "worker": cpu_seconds(process_tree(worker.pid)) - cpu0["worker"],
+        }
         output = load_out.read_text(errors="replace").strip().splitlines()
         if load.returncode != 0 or not output:
             raise RuntimeError(f"the load process failed ({load.returncode}):\n" + "\n".join(output[-40:]))
@@ -899,7 +878,7 @@ def _remove_tree(path: Path) -> None:
 
 # --- the report --------------------------------------------------------------------------------------------------
 def _ms(records: Sequence[Record], q: float) -> float:
-    return _quantile(sorted(r.latency_ms for r in records), q)
+    return quantile(sorted(r.latency_ms for r in records), q)
 
 
 def _memory(samples: Sequence[Sample], warmup_s: float, seconds: float, who: str) -> dict[str, float]:
@@ -1080,7 +1059,7 @@ def plot(outcome: Outcome, path: Path) -> Path | None:
             if r.kind == kind and not r.failed:
                 by_window.setdefault(int(r.scheduled_s // PLOT_WINDOW_S), []).append(r.latency_ms)
         xs = [(w + 0.5) * PLOT_WINDOW_S / 60 for w in range(windows) if w in by_window]
-        ys = [_quantile(sorted(by_window[w]), 0.99) for w in range(windows) if w in by_window]
+        ys = [quantile(sorted(by_window[w]), 0.99) for w in range(windows) if w in by_window]
         latency.plot(xs, ys, marker=".", label=kind)
     latency.axvline(outcome.warmup_s / 60, color="grey", linestyle=":", linewidth=1)
     latency.set_yscale("log")
