@@ -58,7 +58,6 @@ import sqlite3
 import struct
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,6 +70,7 @@ from engine.contact_policy import Cap, ContactPolicy
 from graph.errors import InvalidInput, StoreUnavailable
 from graph.model import ContactChannel
 from graph.outreach import HoldReason, MessageKind
+from graph.sqlite_store import ThreadConnections, _Connection
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -654,7 +654,8 @@ class RedisContactLimiter:
                     time.sleep(0.05)
                 raise StoreUnavailable("the contact counts are being restored from the outbox; try again shortly")
             try:
-                self._write_contacts(contacts(from_us(now_us - keep_us)), policy, now_us - keep_us)
+                since_us = now_us - keep_us
+                self._write_contacts(contacts(from_us(since_us)), policy, since_us=since_us, keep_us=keep_us)
                 marked = self._client.execute_command("EVAL", _MARK_READY_LUA, 2, lock, self._ready, owner, now_us)
             except BaseException:  # give the lock back, marking nothing
                 with contextlib.suppress(redis.RedisError):
@@ -665,7 +666,9 @@ class RedisContactLimiter:
         if not marked:
             raise LimiterStateLost("the contact limiter's Redis lost its counts again while they were restored")
 
-    def _write_contacts(self, contacts: Iterable[Reservation], policy: ContactPolicy, since_us: int) -> None:
+    def _write_contacts(
+        self, contacts: Iterable[Reservation], policy: ContactPolicy, *, since_us: int, keep_us: int
+    ) -> None:
         entries: dict[str, dict[str | bytes, bytes | float | int | str]] = {}
         unanswered: dict[str, set[str]] = {}
         for contact in contacts:
@@ -677,7 +680,6 @@ class RedisContactLimiter:
             members.update({f"{s}|{contact.token}": at_us for s in _suffixes(contact.channel, contact.kind)})
             if contact.kind is not MessageKind.TRANSACTIONAL:
                 unanswered.setdefault(key, set()).add(contact.token)
-        keep_us = _make_plan(policy, ContactChannel.EMAIL, MessageKind.MARKETING).keep_us
         memory_us = days_us(policy.backoff_memory_days)
         people = list(entries.items())
         for start in range(0, len(people), 1000):
@@ -714,13 +716,6 @@ _UNANSWERED_STATE: Final = "SELECT count(*), max(at_us) FROM contact_log WHERE p
 _INSERT: Final = "INSERT OR REPLACE INTO contact_log (person, scope, token, at_us) VALUES (?, ?, ?, ?)"
 
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
-
-_INHERITED: list[object] = []
-"""Connections a forked child inherited and must neither use nor close."""
-
-
-class _Connection(sqlite3.Connection):
-    """A plain connection that can be weakly referenced, so `close()` reaches every thread's connection."""
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -772,11 +767,6 @@ def _sqlite_reserve(conn: sqlite3.Connection, person: str, plan: _Plan, at_us: i
 class SqliteContactLimiter:
     """The embedded limiter: the Redis limiter's semantics in one SQLite transaction per reservation."""
 
-    _pid: int
-    _local: threading.local
-    _registry_lock: threading.Lock
-    _connections: weakref.WeakSet[_Connection]
-
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout_s: float = 30.0, busy_timeout_ms: int = 2_000):
         raw = os.fspath(path)
         if raw in ("", ":memory:") or raw.startswith("file:"):
@@ -788,39 +778,26 @@ class SqliteContactLimiter:
         self._busy_timeout_ms = busy_timeout_ms
         self._closed = False
         self._plans = _Plans()
-        self._reset_connections()
+        self._connections = ThreadConnections(self._open)
         self._run(self._set_up, begin=False)
 
     # --- connections -----------------------------------------------------------------------------------------
-    def _reset_connections(self) -> None:
-        """At start, and in a forked child, which keeps (never closes) the connections it inherited."""
-        if hasattr(self, "_local"):
-            _INHERITED.append((self._local, list(self._connections)))
-        self._pid = os.getpid()
-        self._local = threading.local()
-        self._registry_lock = threading.Lock()
-        self._connections = weakref.WeakSet()
+    def _open(self) -> _Connection:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_Connection,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
 
     def _connection(self) -> _Connection:
         if self._closed:
             raise StoreUnavailable(f"the contact limiter {self._path} has been closed")
-        if os.getpid() != self._pid:
-            self._reset_connections()
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self._path,
-                timeout=self._busy_timeout_ms / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-                factory=_Connection,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            with self._registry_lock:
-                self._connections.add(conn)
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
     def _set_up(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -928,13 +905,7 @@ class SqliteContactLimiter:
 
     def close(self) -> None:
         self._closed = True
-        with self._registry_lock:
-            connections = list(self._connections)
-            self._connections = weakref.WeakSet()
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
+        self._connections.close()
 
 
 def make_limiter(settings: Settings) -> ContactLimiter:

@@ -179,7 +179,7 @@ _SQLITE_CONSTRAINT, _SQLITE_NOTADB = 19, 26
 _SHOWN_MISSING = 20
 
 _INHERITED: list[object] = []
-"""Connections a forked child inherited; see `SqliteStore._reset_connections`."""
+"""Connections a forked child inherited; see `ThreadConnections`."""
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -297,13 +297,59 @@ class _Held:
                 self.conn.close()
 
 
-class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
-    """The customer graph, the referral programme and outreach in one SQLite file; see the module docstring."""
+class ThreadConnections:
+    """One connection per thread to one SQLite file, for the store and the SQLite contact limiter alike.
+
+    A thread's connection is opened by `open_connection` on first use and closed as soon as the thread ends (see
+    `_Held`); `close` closes every one. A forked child opens its own and keeps the ones it inherited referenced
+    instead of closing them: SQLite must not close (and so possibly checkpoint) another process's connection.
+    """
 
     _pid: int
     _local: threading.local
-    _registry_lock: threading.Lock
-    _connections: weakref.WeakSet[_Connection]
+    _lock: threading.Lock
+    _open_now: weakref.WeakSet[_Connection]
+
+    def __init__(self, open_connection: Callable[[], _Connection]) -> None:
+        self._open_connection = open_connection
+        self._reset()
+
+    def _reset(self) -> None:
+        if hasattr(self, "_local"):
+            _INHERITED.append((self._local, list(self._open_now)))
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open_now = weakref.WeakSet()
+
+    def __len__(self) -> int:
+        """How many connections are open."""
+        return len(self._open_now)
+
+    def get(self) -> _Connection:
+        """This thread's connection."""
+        if os.getpid() != self._pid:
+            self._reset()
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
+            held = _Held(self._open_connection())
+            with self._lock:
+                self._open_now.add(held.conn)
+            self._local.held = held
+        return held.conn
+
+    def close(self) -> None:
+        with self._lock:
+            connections = list(self._open_now)
+            self._open_now = weakref.WeakSet()
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+
+class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
+    """The customer graph, the referral programme and outreach in one SQLite file; see the module docstring."""
 
     def __init__(
         self,
@@ -328,23 +374,10 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         self._busy_timeout_ms = busy_timeout_ms
         self._cache_kib = cache_mib * 1024
         self._closed = False
-        self._reset_connections()
+        self._connections = ThreadConnections(self._open)
         self._run(self._set_up, write=False, begin=False)
 
     # --- connections -----------------------------------------------------------------------------------------
-    def _reset_connections(self) -> None:
-        """Forget every connection: at start, and in a forked child, which must never use its parent's.
-
-        A child keeps the inherited connections referenced instead of closing them: SQLite must not close (and
-        so possibly checkpoint) a connection opened by another process.
-        """
-        if hasattr(self, "_local"):
-            _INHERITED.append((self._local, list(self._connections)))
-        self._pid = os.getpid()
-        self._local = threading.local()
-        self._registry_lock = threading.Lock()
-        self._connections = weakref.WeakSet()
-
     def _open(self) -> _Connection:
         try:
             conn = sqlite3.connect(
@@ -368,20 +401,12 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         except sqlite3.Error as exc:
             conn.close()
             raise self._translate(exc) from exc
-        with self._registry_lock:
-            self._connections.add(conn)
         return conn
 
     def _connection(self) -> _Connection:
         if self._closed:
             raise StoreUnavailable(f"the store {self.describe()} has been closed")
-        if os.getpid() != self._pid:
-            self._reset_connections()
-        held: _Held | None = getattr(self._local, "held", None)
-        if held is None:
-            held = _Held(self._open())
-            self._local.held = held
-        return held.conn
+        return self._connections.get()
 
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create or migrate the schema; safe when several processes open the file at once."""
@@ -485,13 +510,7 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
     # --- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
         self._closed = True
-        with self._registry_lock:
-            connections = list(self._connections)
-            self._connections = weakref.WeakSet()
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
+        self._connections.close()
 
     def ping(self) -> None:
         self._run(lambda conn: conn.execute("SELECT count(*) FROM sqlite_schema").fetchone(), write=False)
