@@ -260,8 +260,20 @@ REFERRALS_FROM: Final = f"""
 MATCH (:Customer {{id: $id}})-[r:{REFERRED}]->(f:Customer)
 RETURN [f.id, r.status, {_at_us.format(at="r.at")}] AS row ORDER BY f.id
 """
+EDGES_OF: Final = f"""
+MATCH (:Customer {{id: $id}})-[r:{REFERRED}|{INFLUENCES}]-()
+WHERE type(r) IN $types
+RETURN [startNode(r).id, endNode(r).id, type(r), CASE type(r) WHEN '{REFERRED}' THEN r.status ELSE r.kind END,
+        CASE type(r) WHEN '{REFERRED}' THEN 1.0 ELSE r.weight END, {_at_us.format(at="r.at")}] AS row
+"""
+"""Rows are `[source, target, type, label, weight, at_us]`, each edge once in the direction it was stored; `$types`
+are `EdgeType` values. The label is the referral status or the influence kind, as `EXPORT_EDGES` gives it."""
 EVENTS_OF: Final = f"""
 MATCH (:Customer {{id: $id}})-[:{PERFORMED}]->(e:Event) WHERE $kind IS NULL OR e.kind = $kind
 RETURN [e.id, e.kind, {_at_us.format(at="e.at")}, e.value, e.attributes_json] AS row
 ORDER BY e.at DESC, e.id LIMIT $limit
+"""
+GET_EVENT: Final = f"""
+MATCH (c:Customer)-[:{PERFORMED}]->(e:Event {{id: $id}})
+RETURN [c.id, e.kind, {_at_us.format(at="e.at")}, e.value, e.attributes_json] AS row
 """

@@ -214,6 +214,19 @@ def _edge_converter(edge_type: EdgeType) -> Callable[[list[Any]], list[EdgeRecor
     return convert
 
 
+def _event(
+    event_id: str, customer_id: str, kind: str, at_us: int, value: float | None, attributes: str | None
+) -> Event:
+    return Event(
+        id=event_id,
+        customer_id=customer_id,
+        kind=EventKind(kind),
+        at=_from_us(at_us),
+        value=value,
+        attributes=json.loads(attributes or "{}"),
+    )
+
+
 def _each(convert: Callable[[list[Any]], T]) -> Callable[[list[Any]], list[T]]:
     return lambda rows: [convert(row) for row in rows]
 
@@ -549,6 +562,18 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
 
         return self._read("read a customer's referrals", work)
 
+    def edges_of(self, customer_id: str, edge_type: EdgeType | None = None) -> list[EdgeRecord]:
+        types = [t.value for t in EdgeType if edge_type in (None, t)]
+
+        def work(tx: ManagedTransaction) -> list[EdgeRecord]:
+            rows = (record["row"] for record in tx.run(cypher.EDGES_OF, id=customer_id, types=types))
+            return [
+                EdgeRecord(source, target, EdgeType(kind), label, float(weight), _from_us(at))
+                for source, target, kind, label, weight, at in rows
+            ]
+
+        return self._read("read a customer's edges", work)
+
     def events_of(self, customer_id: str, *, kind: EventKind | None = None, limit: int = 50) -> list[Event]:
         if limit < 0:
             raise InvalidInput(f"limit must be zero or more, not {limit}")
@@ -556,18 +581,19 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
         def work(tx: ManagedTransaction) -> list[Event]:
             params = {"id": customer_id, "kind": None if kind is None else kind.value, "limit": limit}
             return [
-                Event(
-                    id=event_id,
-                    customer_id=customer_id,
-                    kind=event_kind,
-                    at=_from_us(at),
-                    value=value,
-                    attributes=json.loads(attributes or "{}"),
-                )
+                _event(event_id, customer_id, event_kind, at, value, attributes)
                 for event_id, event_kind, at, value, attributes in (r["row"] for r in tx.run(cypher.EVENTS_OF, params))
             ]
 
         return self._read("read a customer's events", work)
+
+    def get_event(self, event_id: str) -> Event | None:
+        def work(tx: ManagedTransaction) -> list[Any] | None:
+            record = tx.run(cypher.GET_EVENT, id=event_id).single()
+            return None if record is None else list(record["row"])
+
+        row = self._read("read an event", work)
+        return None if row is None else _event(event_id, *row)
 
     def get_scores(self, customer_id: str) -> CustomerScores | None:
         def work(tx: ManagedTransaction) -> list[Any] | None:

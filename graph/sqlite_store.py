@@ -276,6 +276,24 @@ def _referral_edge(row: Row) -> EdgeRecord:
     return EdgeRecord(row[0], row[1], EdgeType.REFERRED, row[2], 1.0, _EPOCH + timedelta(microseconds=row[3]))
 
 
+_EDGE_QUERIES: dict[EdgeType, tuple[str, Callable[[Row], EdgeRecord]]] = {
+    EdgeType.INFLUENCES: ("SELECT source_id, target_id, kind, weight, at_us FROM influences", _influence_edge),
+    EdgeType.REFERRED: ("SELECT referrer_id, friend_id, status, at_us FROM referrals", _referral_edge),
+}
+_EDGES_OF: dict[EdgeType, str] = {
+    EdgeType.INFLUENCES: " WHERE source_id = ?1 OR target_id = ?1",
+    EdgeType.REFERRED: " WHERE referrer_id = ?1 OR friend_id = ?1",
+}
+"""Each answered from the primary key (first column) and the index on the second, as one OR-by-union lookup."""
+_EVENT_COLUMNS = "id, customer_id, kind, at_us, value, attributes"
+
+
+def _event_from(row: Row) -> Event:
+    return Event(
+        id=row[0], customer_id=row[1], kind=row[2], at=_from_us(row[3]), value=row[4], attributes=json.loads(row[5])
+    )
+
+
 class _Held:
     """A thread's connection, closed as soon as the thread ends and its `threading.local` entry goes.
 
@@ -717,24 +735,35 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         )
         return [_referral_edge(row) for row in rows]
 
+    def edges_of(self, customer_id: str, edge_type: EdgeType | None = None) -> list[EdgeRecord]:
+        types = [t for t in _EDGE_QUERIES if edge_type in (None, t)]
+
+        def work(conn: _Connection) -> list[EdgeRecord]:
+            found: list[EdgeRecord] = []
+            for t in types:
+                sql, convert = _EDGE_QUERIES[t]
+                found.extend(convert(row) for row in conn.execute(sql + _EDGES_OF[t], (customer_id,)))
+            return found
+
+        return self._run(work, write=False)
+
     def events_of(self, customer_id: str, *, kind: EventKind | None = None, limit: int = 50) -> list[Event]:
         if limit < 0:
             raise InvalidInput(f"limit must be zero or more, not {limit}")
         rows: list[Row] = self._run(
             lambda conn: conn.execute(
-                "SELECT id, kind, at_us, value, attributes FROM events WHERE customer_id = ?1"
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE customer_id = ?1"  # noqa: S608 - constant columns
                 " AND (?2 IS NULL OR kind = ?2) ORDER BY at_us DESC, id LIMIT ?3",
                 (customer_id, None if kind is None else kind.value, limit),
             ).fetchall(),
             write=False,
             begin=False,
         )
-        return [
-            Event(
-                id=r[0], customer_id=customer_id, kind=r[1], at=_from_us(r[2]), value=r[3], attributes=json.loads(r[4])
-            )
-            for r in rows
-        ]
+        return [_event_from(row) for row in rows]
+
+    def get_event(self, event_id: str) -> Event | None:
+        row = self._fetch_one(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", event_id)  # noqa: S608 - constant columns
+        return None if row is None else _event_from(row)
 
     def get_scores(self, customer_id: str) -> CustomerScores | None:
         row = self._fetch_one(f"SELECT {_SCORE_COLUMNS} FROM scores WHERE customer_id = ?", customer_id)  # noqa: S608 - constant columns
@@ -778,12 +807,7 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         return self._stream([(sql, _customer_from)], batch_size)
 
     def iter_edges(self, edge_type: EdgeType | None = None, batch_size: int = 50_000) -> Iterator[EdgeRecord]:
-        queries: list[tuple[str, Callable[[Row], EdgeRecord]]] = []
-        if edge_type in (None, EdgeType.INFLUENCES):
-            queries.append(("SELECT source_id, target_id, kind, weight, at_us FROM influences", _influence_edge))
-        if edge_type in (None, EdgeType.REFERRED):
-            queries.append(("SELECT referrer_id, friend_id, status, at_us FROM referrals", _referral_edge))
-        return self._stream(queries, batch_size)
+        return self._stream([query for t, query in _EDGE_QUERIES.items() if edge_type in (None, t)], batch_size)
 
     def iter_event_summaries(self) -> Iterator[EventSummary]:
         sql = """

@@ -95,8 +95,17 @@ class GraphStore(Protocol):
     def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
         """The `REFERRED` edges from one customer (their friends and how far each got), by friend id."""
 
+    def edges_of(self, customer_id: str, edge_type: EdgeType | None = None) -> list[EdgeRecord]:
+        """Every edge (or every edge of one type) from or to one customer, as `iter_edges` gives it, in no order.
+
+        One customer's relationships without a pass over the whole graph; an unknown id has none.
+        """
+
     def events_of(self, customer_id: str, *, kind: EventKind | None = None, limit: int = 50) -> list[Event]:
         """One customer's latest events (of one kind), newest first: what a kit says they bought or made."""
+
+    def get_event(self, event_id: str) -> Event | None:
+        """The event stored under `event_id`, whoever it belongs to (the first one stored keeps the id)."""
 
     def stats(self) -> GraphStats:
         """Counts of customers, edges by type, events by kind, and anonymous erasure counts."""

@@ -9,6 +9,7 @@ import pytest
 from graph.errors import NotFound, StoreUnavailable
 from graph.model import (
     ContactChannel,
+    EdgeRecord,
     EdgeType,
     EventKind,
     GraphBatch,
@@ -230,6 +231,41 @@ def test_referrals_from_lists_one_customers_friends_and_how_far_each_got(store: 
     assert store.referrals_from("nobody") == []
 
 
+def test_edges_of_gives_every_edge_from_or_to_one_customer_once_as_stored(store: GraphStore) -> None:
+    ada, bob, cy, dee = (make_customer() for _ in range(4))
+    store.write_batch(
+        GraphBatch(
+            customers=[ada, bob, cy, dee],
+            influences=[
+                make_influence(ada, bob),
+                make_influence(cy, ada, kind=InfluenceKind.MENTIONS, weight=2.5, at=None),
+                make_influence(bob, cy),
+            ],
+            referrals=[
+                make_referral(ada, cy, status=ReferralStatus.CONVERTED),
+                make_referral(dee, ada),
+                make_referral(bob, dee),
+            ],
+        )
+    )
+
+    edges = store.edges_of(ada.id)
+
+    assert len(edges) == 4
+    assert set(edges) == {
+        EdgeRecord(ada.id, bob.id, EdgeType.INFLUENCES, InfluenceKind.FOLLOWS.value, 0.5, BASE_TIME),
+        EdgeRecord(cy.id, ada.id, EdgeType.INFLUENCES, InfluenceKind.MENTIONS.value, 2.5, None),
+        EdgeRecord(ada.id, cy.id, EdgeType.REFERRED, ReferralStatus.CONVERTED.value, 1.0, BASE_TIME),
+        EdgeRecord(dee.id, ada.id, EdgeType.REFERRED, ReferralStatus.CLICKED.value, 1.0, BASE_TIME),
+    }
+    assert {e for e in edges if e.type is EdgeType.REFERRED} == set(store.edges_of(ada.id, EdgeType.REFERRED))
+    assert len(store.edges_of(ada.id, EdgeType.INFLUENCES)) == 2
+    for customer in (ada, bob, cy, dee):
+        touching = {e for e in store.iter_edges() if customer.id in (e.source, e.target)}
+        assert set(store.edges_of(customer.id)) == touching
+    assert store.edges_of("nobody") == []
+
+
 def test_events_of_gives_a_customers_latest_events_newest_first(store: GraphStore) -> None:
     ada, bob = make_customer(), make_customer()
     events = [
@@ -245,3 +281,14 @@ def test_events_of_gives_a_customers_latest_events_newest_first(store: GraphStor
     assert {e.kind for e in store.events_of(ada.id)} == {EventKind.PURCHASE, EventKind.REVIEW}
     assert len(store.events_of(ada.id, limit=50)) == 6
     assert store.events_of("nobody") == []
+
+
+def test_get_event_reads_one_event_by_its_id_and_the_first_stored_keeps_it(store: GraphStore) -> None:
+    ada, bob = make_customer(), make_customer()
+    review = make_event(ada, kind=EventKind.REVIEW, value=None, attributes={"text": "Great", "stars": 5})
+    store.write_batch(GraphBatch(customers=[ada, bob], events=[review, make_event(bob)]))
+
+    assert store.get_event(review.id) == review
+    store.add_events([make_event(bob, id=review.id, value=1.0)])
+    assert store.get_event(review.id) == review
+    assert store.get_event("no-such-event") is None
