@@ -1,11 +1,9 @@
 """A customer's events as the merchant reports them: recorded once per id, read newest first a page at a time.
 
 The store keeps the first event stored under an id and ignores later ones (`GraphStore.add_events`), so delivery
-is idempotent; what the store does not say is whether an id was new. `record_event` finds out by reading the
-customer's events of that kind before and after writing: the same event again is a redelivery, the same id with
-other content (or already naming another customer's event) is a conflict, never silently dropped. The store has
-no read by event id, so the lookup reads up to `MAX_SCAN` of the customer's events of that kind; a `get_event`
-in the protocol would make it one key lookup.
+is idempotent; what the store does not say is whether an id was new. `record_event` finds out by reading the id
+(`GraphStore.get_event`, one key lookup) before and after writing: the same event again is a redelivery, the same
+id with other content (or already naming another customer's event) is a conflict, never silently dropped.
 
 Paging walks `GraphStore.events_of` (newest first, then by id) with a window that grows until it passes the cursor:
 a page costs reads in proportion to how deep it is, which suits one customer's history.
@@ -23,8 +21,6 @@ from graph.model import Event, EventKind
 from graph.store import GraphStore
 
 MAX_PAGE: Final = 500
-MAX_SCAN: Final = 100_000
-"""The most events of one kind `record_event` reads to recognise a redelivery."""
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -43,11 +39,6 @@ class EventPage:
     next: str | None
 
 
-def _stored(store: GraphStore, event: Event) -> Event | None:
-    events = store.events_of(event.customer_id, kind=event.kind, limit=MAX_SCAN)
-    return next((e for e in events if e.id == event.id), None)
-
-
 def _conflict(event: Event) -> LedgerConflict:
     return LedgerConflict(
         f"event id {event.id!r} is already used by another event (other content, kind or customer); "
@@ -61,16 +52,13 @@ def record_event(store: GraphStore, event: Event) -> Recorded:
     Raises `NotFound` for an unknown customer and `LedgerConflict` when the id already names a different event.
     """
     store.get_customer(event.customer_id)
-    before = _stored(store, event)
-    if before is not None:
-        if before != event:
-            raise _conflict(event)
-        return Recorded(before, created=False)
-    store.add_events([event])
-    after = _stored(store, event)
-    if after is None or after != event:
+    before = store.get_event(event.id)
+    if before is None:
+        store.add_events([event])
+    stored = before if before is not None else store.get_event(event.id)
+    if stored is None or stored != event:
         raise _conflict(event)
-    return Recorded(after, created=True)
+    return Recorded(stored, created=before is None)
 
 
 def _position(event: Event) -> tuple[int, str]:

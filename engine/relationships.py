@@ -1,10 +1,7 @@
 """A customer's relationships one page at a time, and batches of new referrals and influences.
 
-Reading: the referrals a customer sent come from `GraphStore.referrals_from`; the protocol has no per-customer
-query for the edges that point at a customer or for their influences, so those walk `iter_edges` of the type
-asked for, keeping only the customer's own edges. That is one pass over the edges per page, as in
-`engine.views`, and the first thing to push down into the stores (an `edges_of(customer_id)` method) when
-customers with many relationships are read often.
+Reading: one customer's edges, in and out, come from `GraphStore.edges_of` (an index lookup in either store,
+never a pass over the graph) and are sorted and paged here; one customer's relationships fit in memory.
 
 Writing: a batch is checked the way `engine.ingest` checks an import file (every natural key once, every customer
 it names stored) and written with one `write_batch`, so it lands whole or not at all; the stores upsert on the
@@ -13,7 +10,7 @@ natural keys, so sending a batch again changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -79,16 +76,6 @@ def _seen_from(customer_id: str, edge: EdgeRecord) -> Relationship | None:
     return Relationship(edge.type, direction, other, edge.label, edge.weight, edge.at)
 
 
-def _closing(edges: Iterator[EdgeRecord]) -> Iterator[EdgeRecord]:
-    """Close a store stream even when the caller stops early (releases its cursor)."""
-    try:
-        yield from edges
-    finally:
-        close = getattr(edges, "close", None)
-        if close is not None:
-            close()
-
-
 def relationships_of(
     store: GraphStore,
     customer_id: str,
@@ -98,18 +85,8 @@ def relationships_of(
 ) -> list[Relationship]:
     """Every relationship of one customer (of one type, one way), in key order; `NotFound` for an unknown id."""
     store.get_customer(customer_id)
-    types = [edge_type] if edge_type is not None else list(EdgeType)
-    found: list[Relationship] = []
-    for kind in types:
-        edges: Iterable[EdgeRecord]
-        if kind is EdgeType.REFERRED and direction is Direction.OUT:
-            edges = store.referrals_from(customer_id)
-        else:
-            edges = _closing(store.iter_edges(kind))
-        for edge in edges:
-            seen = _seen_from(customer_id, edge)
-            if seen is not None and (direction is None or seen.direction is direction):
-                found.append(seen)
+    seen = (_seen_from(customer_id, edge) for edge in store.edges_of(customer_id, edge_type))
+    found = [r for r in seen if r is not None and (direction is None or r.direction is direction)]
     return sorted(found, key=lambda r: r.key)
 
 
