@@ -55,7 +55,7 @@ from neo4j.spatial import CartesianPoint, Point, WGS84Point
 from neo4j.time import Date, DateTime, Duration, Time
 
 from graph.errors import AdvocacyError, InvalidInput, PolicyViolation, StoreUnavailable
-from graph.factory import NEO4J_SCHEMES, redact
+from graph.factory import NEO4J_SCHEMES, redact, sqlite_path
 from graph.neo4j_store import Neo4jStore, translate
 from graph.sqlite_store import SCHEMA_VERSION
 
@@ -112,12 +112,7 @@ def store_route(url: str) -> tuple[Route, str]:
     """Which backup route a store URL takes: ("sqlite", file path) or ("neo4j", url), as `open_store` reads it."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
-        path = url[len("sqlite://") :]
-        if path.startswith("/"):
-            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
-        if not path:
-            raise InvalidInput(f"store URL {url!r} names no file: use sqlite:///path/to/file.db")
-        return "sqlite", path
+        return "sqlite", sqlite_path(url)
     if scheme in NEO4J_SCHEMES:
         return "neo4j", url
     raise InvalidInput(
@@ -237,6 +232,20 @@ def sqlite_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
+def _copy_checked(source: Path, tmp: Path, *, where: str, doing: str) -> tuple[int, dict[str, int]]:
+    """Copy `source` into `tmp` with the online backup API, as one self-contained file (rollback journal, no `-wal`
+    beside it) that passes the integrity check; returns the copy's schema version and its rows by table."""
+    with (
+        _sqlite_errors(where, doing),
+        contextlib.closing(_connect(source, read_only=True)) as src,
+        contextlib.closing(_connect(tmp)) as copy,
+    ):
+        src.backup(copy)
+        copy.execute("PRAGMA journal_mode = DELETE")
+        _check_integrity(copy, where)
+        return _user_version(copy), sqlite_counts(copy)
+
+
 def backup_sqlite(path: str | os.PathLike[str], dest: str | os.PathLike[str], *, overwrite: bool = False) -> BackupInfo:
     """Copy the SQLite store at `path` into the single file `dest` (or a time-stamped file when it is a directory).
 
@@ -253,16 +262,7 @@ def backup_sqlite(path: str | os.PathLike[str], dest: str | os.PathLike[str], *,
     with _file_errors("write the backup"):
         tmp = _temporary(target, "backup")
     try:
-        with (
-            _sqlite_errors(where, "back it up"),
-            contextlib.closing(_connect(source, read_only=True)) as src,
-            contextlib.closing(_connect(tmp)) as copy,
-        ):
-            src.backup(copy)
-            copy.execute("PRAGMA journal_mode = DELETE")
-            _check_integrity(copy, f"the copy of {where}")
-            version = _user_version(copy)
-            counts = sqlite_counts(copy)
+        version, counts = _copy_checked(source, tmp, where=where, doing="back it up")
         with _file_errors("write the backup"):
             _fsync(tmp)
             os.replace(tmp, target)
@@ -368,31 +368,22 @@ def restore_sqlite(src: str | os.PathLike[str], path: str | os.PathLike[str], *,
     if not target.parent.is_dir():
         raise InvalidInput(f"cannot restore into {target}: directory {target.parent} does not exist")
     where = f"backup {backup}"
-    with _sqlite_errors(where, "read it"), contextlib.closing(_connect(backup, read_only=True)) as conn:
-        _check_integrity(conn, where)
-        version = _user_version(conn)
-        expected = sqlite_counts(conn)
-    if version > SCHEMA_VERSION:
-        raise InvalidInput(
-            f"{where} has schema version {version}, newer than this program's {SCHEMA_VERSION}: "
-            "restore it with the newer advocacy-network that wrote it"
-        )
-    if version < 1 or "customers" not in expected:
-        raise InvalidInput(f"{where} is not an advocacy-network store (schema version {version}, no customers table)")
     with _file_errors("prepare the restore"):
         tmp = _temporary(target, "restore")
     kept: Path | None = None
     try:
-        with (
-            _sqlite_errors(where, "copy it"),
-            contextlib.closing(_connect(backup, read_only=True)) as source,
-            contextlib.closing(_connect(tmp)) as copy,
-        ):
-            source.backup(copy)
-            copy.execute("PRAGMA journal_mode = DELETE")
-            copied = sqlite_counts(copy)
-        if copied != expected:
-            raise StoreUnavailable(f"the copy of {where} does not hold the same rows; nothing was replaced")
+        # The checks run on the copy about to be swapped in: the backup is read once, and what is checked is
+        # exactly what replaces the store.
+        version, expected = _copy_checked(backup, tmp, where=where, doing="copy it")
+        if version > SCHEMA_VERSION:
+            raise InvalidInput(
+                f"{where} has schema version {version}, newer than this program's {SCHEMA_VERSION}: "
+                "restore it with the newer advocacy-network that wrote it"
+            )
+        if version < 1 or "customers" not in expected:
+            raise InvalidInput(
+                f"{where} is not an advocacy-network store (schema version {version}, no customers table)"
+            )
         with _file_errors("restore the store"):
             if target.exists():
                 shutil.copymode(target, tmp)
@@ -559,7 +550,7 @@ def _neo4j_errors(where: str, doing: str) -> Iterator[None]:
 def _driver_of(store: Neo4jStore | Driver, database: str) -> tuple[Driver, str, str]:
     """The driver, database and a printable name. The store's driver is the one it opened and set up."""
     if isinstance(store, Neo4jStore):
-        return store._driver, store._database, store.describe()
+        return store.driver, store.database, store.describe()
     return store, database, f"Neo4j database {database!r}"
 
 

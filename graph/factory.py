@@ -19,6 +19,16 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def sqlite_path(url: str) -> str:
+    """The file a `sqlite://` URL names: sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db."""
+    path = url[len("sqlite://") :]
+    if path.startswith("/"):
+        path = path[1:]
+    if not path:
+        raise InvalidInput(f"store URL {url!r} names no file: use sqlite:///path/to/file.db")
+    return path
+
+
 def open_store(url: str, *, database: str = "neo4j") -> Store:
     """Open (and set up) the store named by `url`; raises `InvalidInput` or `StoreUnavailable` clearly."""
     parts = urlsplit(url)
@@ -26,14 +36,7 @@ def open_store(url: str, *, database: str = "neo4j") -> Store:
     if scheme == "sqlite":
         from graph.sqlite_store import SqliteStore
 
-        path = url[len("sqlite://") :]
-        if path.startswith("/") and not path.startswith("//"):
-            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
-        elif path.startswith("//"):
-            path = path[1:]
-        if not path:
-            raise InvalidInput(f"store URL {url!r} names no file: use sqlite:///path/to/file.db")
-        return SqliteStore(path)
+        return SqliteStore(sqlite_path(url))
     if scheme in NEO4J_SCHEMES:
         from graph.neo4j_store import Neo4jStore
 

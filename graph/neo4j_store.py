@@ -395,6 +395,15 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
     def describe(self) -> str:
         return f"{_redacted(self._url)} (database {self._database!r})"
 
+    @property
+    def driver(self) -> Driver:
+        """The driver this store opened and set up, for whole-database work such as `graph.backup`'s dump."""
+        return self._driver
+
+    @property
+    def database(self) -> str:
+        return self._database
+
     # --- writes --------------------------------------------------------------------------------------------------
     def _write_rows(
         self,
