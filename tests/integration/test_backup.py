@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -35,8 +34,10 @@ from graph.backup import (
     load_neo4j,
     read_header,
     restore_sqlite,
+    store_route,
 )
 from graph.errors import InvalidInput, PolicyViolation
+from graph.factory import open_store
 from graph.model import GraphBatch, InfluenceKind
 from graph.neo4j_store import Neo4jStore
 from graph.outreach import Audience, AudienceKind, customer_key
@@ -217,6 +218,7 @@ def test_sqlite_backup_taken_while_a_writer_keeps_writing_is_one_instant(seeded:
     thread.start()
     try:
         while len(written) < 50:
+            assert thread.is_alive(), "the writer stopped before its 50th customer"
             threading.Event().wait(0.01)
         before = len(written)
         infos = [backup_sqlite(seeded, tmp_path / f"hot{n}.db") for n in range(5)]
@@ -314,6 +316,23 @@ def test_backup_never_creates_an_empty_store_nor_overwrites_a_backup(seeded: Pat
     in_directory = backup_sqlite(seeded, tmp_path)
     assert in_directory.path.parent == tmp_path
     assert in_directory.path.name.startswith("live-")
+
+
+def test_a_store_url_takes_the_backup_route_of_the_store_open_store_would_open(tmp_path: Path) -> None:
+    absolute = tmp_path / "abs.db"
+    assert store_route(f"sqlite:///{absolute}") == ("sqlite", str(absolute))
+    assert store_route("sqlite:///relative.db") == ("sqlite", "relative.db")
+    assert store_route("bolt://neo4j:secret@127.0.0.1:7687") == ("neo4j", "bolt://neo4j:secret@127.0.0.1:7687")
+    with pytest.raises(InvalidInput, match="names no file"):
+        store_route("sqlite:///")
+    with pytest.raises(InvalidInput, match="not understood") as refused:
+        store_route("mysql://root:secret@127.0.0.1/shop")
+    assert "secret" not in str(refused.value)
+    opened = open_store(f"sqlite:///{absolute}")
+    try:
+        assert opened.describe() == f"sqlite:///{absolute.as_posix()}"
+    finally:
+        opened.close()
 
 
 # --- Neo4j values --------------------------------------------------------------------------------------------------
@@ -526,5 +545,4 @@ def test_cli_dumps_and_restores_neo4j(tmp_path: Path) -> None:
 def test_copies_are_not_left_behind_when_the_destination_directory_is_missing(seeded: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="does not exist"):
         backup_sqlite(seeded, tmp_path / "nowhere" / "b.db")
-    shutil.rmtree(tmp_path / "nowhere", ignore_errors=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.db"]
