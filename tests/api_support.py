@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -113,3 +114,20 @@ def seed_network(store: GraphStore, *, analysed: bool = True) -> None:
                 for cid in names
             ]
         )
+
+
+def campaign_body(**overrides: Any) -> dict[str, Any]:
+    """A `POST /v1/campaigns` body: the spring campaign, 10 EUR credit to the referrer and 5 EUR off for the friend."""
+    body: dict[str, Any] = {
+        "id": "spring",
+        "name": "Spring referral",
+        "friend_offer": "5 EUR off your first order",
+        "rewards": [
+            {"id": "referrer-credit", "side": "referrer", "kind": "credit", "amount_minor": 1000},
+            {"id": "friend-discount", "side": "friend", "kind": "discount", "amount_minor": 500},
+        ],
+        "hold_days": 14,
+        "review_days": 7,
+    }
+    body.update(overrides)
+    return body

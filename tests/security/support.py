@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from graph.store import GraphStore
+from tests.api_support import campaign_body
 from tests.factories import make_customer
 
 ADA_EMAIL = "leak-check-ada@example.org"
@@ -34,16 +35,7 @@ PERSONAL: Mapping[str, str] = {
     "a friend's email": FRIEND_EMAIL,
 }
 
-CAMPAIGN: Mapping[str, Any] = {
-    "id": "spring",
-    "name": "Spring referral",
-    "friend_offer": "5 EUR off your first order",
-    "rewards": [
-        {"id": "referrer-credit", "side": "referrer", "kind": "credit", "amount_minor": 1000},
-        {"id": "friend-discount", "side": "friend", "kind": "discount", "amount_minor": 500},
-    ],
-    "hold_days": 14,
-}
+CAMPAIGN: Mapping[str, Any] = campaign_body()
 
 
 def seed_people(store: GraphStore) -> None:
