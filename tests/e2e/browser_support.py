@@ -2,7 +2,8 @@
 DevTools Protocol with the `websockets` client (no browser is downloaded), and keyboard and mouse input.
 
 `serve_app` runs the app as production does (`uvicorn api.app:create_app --factory`) over a given store, with its
-public base URL set to where it listens, so links in kits open in the test's browser. `Chromium` is one browser
+public base URL set to where it listens, so links in kits open in the test's browser, and any further settings a
+test needs (allowed origins, token keys) in its environment. `Chromium` is one browser
 process: `page()` drives its first tab, `new_context()` opens a tab in a fresh browser context (its own cookies,
 as a friend's browser would have).
 """
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +56,25 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serve_app(store_url: str, workdir: Path) -> Iterator[str]:
-    """The app under uvicorn on a free port; yields its base URL once `/readyz` answers 200."""
+def serve_app(store_url: str, workdir: Path, *, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """The app under uvicorn on a free port, with `env` added to its settings; yields its base URL once `/readyz`
+    answers 200."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
+    environment = {
         **os.environ,
         "ADVOCACY_STORE": store_url,
         "ADVOCACY_API__PUBLIC_BASE_URL": base,
         "ADVOCACY_CONTACT__SQLITE_PATH": str(workdir / "contacts.db"),
         "ADVOCACY_CONTACT__MAILDIR": str(workdir / "mail"),
+        **(env or {}),
     }
     log_path = workdir / "uvicorn.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [*UVICORN, "--port", str(port), "--log-level", "warning"],
             cwd=ROOT,
-            env=env,
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -103,6 +106,7 @@ class DevTools:
         self.ws = ws
         self.ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
+        self._opened_at = 0
 
     def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
         msg_id = next(self.ids)
@@ -152,12 +156,14 @@ class DevTools:
         self.viewport(width, min(int(height) + 1, 8000), mobile=mobile)
         time.sleep(0.3)
         shot = self.send("Page.captureScreenshot", {"format": "png"})
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         self.send("Emulation.clearDeviceMetricsOverride")
 
     def open(self, url: str, *, ready: str = "document.readyState === 'complete'") -> None:
         """Navigate and wait until the new document is loaded and `ready` holds in it."""
         self.evaluate("window.__left = true")
+        self._opened_at = len(self.events)
         self.send("Page.navigate", {"url": url})
         self.wait_for(f"!window.__left && !!({ready})")
 
@@ -186,10 +192,11 @@ class DevTools:
                 return presses
         raise AssertionError(f"#{element_id} not reached with {limit} presses of Tab")
 
-    def click(self, selector: str) -> None:
-        """A real mouse click in the middle of the element (scrolled into view first)."""
+    def click(self, selector: str, *, root: str = "document") -> None:
+        """A real mouse click in the middle of the element (scrolled into view first), so the page sees a user
+        gesture; `root` is an expression for where to look, such as a web component's shadow root."""
         box = self.evaluate(
-            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            f"(() => {{ const e = ({root}).querySelector({json.dumps(selector)});"
             " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
             " return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()"
         )
@@ -197,10 +204,10 @@ class DevTools:
             event = {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1}
             self.send("Input.dispatchMouseEvent", event)
 
-    def problems(self) -> list[str]:
-        """Console errors, uncaught exceptions and failed loads seen so far."""
+    def problems(self, *, this_page: bool = False) -> list[str]:
+        """Console errors, uncaught exceptions and failed loads seen so far (since the last `open` if `this_page`)."""
         found = []
-        for event in self.events:
+        for event in self.events[self._opened_at if this_page else 0 :]:
             params = event.get("params", {})
             if event["method"] == "Runtime.exceptionThrown":
                 found.append(json.dumps(params.get("exceptionDetails", {}))[:500])

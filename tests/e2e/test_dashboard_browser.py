@@ -132,10 +132,7 @@ def full_page_with_network(page: DevTools, path: Path, *, width: int = 1400, mob
     is fitted with the page's own Fit button, then the page is captured."""
     for _ in range(2):
         size = page.send("Page.getLayoutMetrics")["cssContentSize"]
-        page.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": math.ceil(size["height"]), "deviceScaleFactor": 1, "mobile": mobile},
-        )
+        page.viewport(width, math.ceil(size["height"]), mobile=mobile)
         time.sleep(0.3)
     page.evaluate("window.scrollTo(0, 0); document.getElementById('zoom-fit').click()")
     time.sleep(0.8)  # the fit animation
