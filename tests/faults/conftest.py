@@ -13,25 +13,22 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from aiosmtpd.controller import Controller
-from kombu.exceptions import OperationalError
 
-from engine.celery_app import make_celery
-from engine.settings import RedisSettings, Settings
-from tests.integration.test_outreach_dispatch import Mailbox
+from engine.worker_process import kill_worker, start_worker, stop_worker
+from tests.integration.test_outreach_dispatch import Mailbox, smtp_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 NEO4J_MODULE = ROOT / "tools" / "neo4j-server"
 NEO4J_MAIN = "neo4jlauncher.Neo4jServer"
 NEO4J_START_S = 120.0
 REDIS_START_S = 10.0
+WORKER_START_S = 120.0
 
 
 def free_port() -> int:
@@ -270,14 +267,8 @@ def fresh_neo4j(neo4j_server: Neo4jServer) -> Neo4jServer:
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
     """A real SMTP server (aiosmtpd) recording each delivered message by recipient and Message-ID."""
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, port
-    finally:
-        controller.stop()
+    with smtp_sink() as sink:
+        yield sink
 
 
 def outreach_env(store_url: str, server: RedisServer, smtp_port: int, *, lease_s: float = 4.0) -> dict[str, str]:
@@ -294,44 +285,6 @@ def outreach_env(store_url: str, server: RedisServer, smtp_port: int, *, lease_s
     }
 
 
-WORKER_START_S = 120.0
-
-
-def _start_worker(broker_url: str, log_path: Path, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A real `celery worker` (prefork, 2 processes) in its own process group, answering a ping.
-
-    Like `tests.integration.conftest.start_worker`, but a broker that has just restarted (the ping's connection
-    closed under it) is asked again, and a worker that never answers is killed rather than left running.
-    """
-    node = f"{name}-{os.getpid()}@"
-    command = [sys.executable, "-m", "celery", "-A", "engine.celery_app", "worker", "--concurrency", "2"]
-    command += ["--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", node + "%h"]
-    environment = {**os.environ, "ADVOCACY_REDIS__URL": broker_url, "PYTHONUNBUFFERED": "1", **env}
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + WORKER_START_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"celery worker exited with {proc.returncode}:\n{log_path.read_text()}")
-            app = make_celery(Settings(redis=RedisSettings(url=broker_url)))
-            try:
-                replies = app.control.ping(timeout=1.0) or []
-            except (redis.ConnectionError, OperationalError, OSError):
-                replies = []
-                time.sleep(0.2)
-            finally:
-                app.close()
-            if any(node in next(iter(reply)) for reply in replies):
-                return proc
-        pytest.fail(f"celery worker did not answer within {WORKER_START_S:g} s:\n{log_path.read_text()}")
-    except BaseException:
-        _stop(proc, crash=True)
-        raise
-
-
 class Workers:
     """Starts workers for one test and SIGKILLs whatever is still running at its end, whatever happened."""
 
@@ -340,23 +293,24 @@ class Workers:
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, broker_url: str, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = _start_worker(broker_url, self.directory / f"{name}.log", name, env)
+        """A real `celery worker` (prefork, 2 processes) answering a ping; one that never answers is killed."""
+        proc = start_worker(broker_url, self.directory / f"{name}.log", name=name, env=env, timeout_s=WORKER_START_S)
         self._procs.append(proc)
         return proc
 
     @staticmethod
     def kill(proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL the worker and its pool at once: no clean shutdown, no acks, like a machine dying."""
-        _stop(proc, crash=True)
+        kill_worker(proc)
 
     @staticmethod
     def stop(proc: subprocess.Popen[bytes]) -> None:
         """A warm shutdown: the worker finishes its current tasks."""
-        _stop(proc, crash=False)
+        stop_worker(proc)
 
     def close(self) -> None:
         for proc in self._procs:
-            _stop(proc, crash=True)
+            kill_worker(proc)
 
 
 @pytest.fixture

@@ -1,13 +1,13 @@
-"""Real services for integration tests: the Redis and Celery workers that `make test` provides and starts."""
+"""Real services for integration tests: the Redis and Celery workers that `make test` provides and starts.
+
+`start_worker`, `kill_worker` and `stop_worker` are `engine.worker_process`'s (the fault tests and the benches
+start workers the same way), named here for the tests that import them from this module.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +15,9 @@ import pytest
 import redis
 
 from engine.settings import RedisSettings, Settings
-
-ROOT = Path(__file__).resolve().parents[2]
+from engine.worker_process import kill_worker as kill_worker
+from engine.worker_process import start_worker as start_worker
+from engine.worker_process import stop_worker as stop_worker
 
 
 @pytest.fixture(scope="session")
@@ -36,78 +37,6 @@ def redis_url() -> str:
 @pytest.fixture
 def celery_settings(redis_url: str) -> Settings:
     return Settings(redis=RedisSettings(url=redis_url))
-
-
-def start_worker(
-    redis_url: str,
-    log_path: Path,
-    *,
-    concurrency: int = 2,
-    name: str = "test",
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a real `celery worker` process (prefork) on the test Redis and wait until it answers a ping.
-
-    The worker leads its own process group, so `kill_worker` can SIGKILL it with its children, as a crash would.
-    """
-    env = {**os.environ, "ADVOCACY_REDIS__URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "engine.celery_app",
-                "worker",
-                "--concurrency",
-                str(concurrency),
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}-{os.getpid()}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    from engine.celery_app import make_celery
-
-    app = make_celery(Settings(redis=RedisSettings(url=redis_url)))
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"celery worker exited with {proc.returncode}:\n{log_path.read_text()}")
-            replies = app.control.ping(timeout=1.0) or []
-            if any(f"{name}-{os.getpid()}@" in next(iter(reply)) for reply in replies):
-                return proc
-        proc.kill()
-        pytest.fail(f"celery worker did not answer within 90 s:\n{log_path.read_text()}")
-    finally:
-        app.close()
-
-
-def kill_worker(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the worker and its pool children at once: no clean shutdown, no acks, like a machine dying."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture
