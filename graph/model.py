@@ -135,6 +135,12 @@ class Customer(_Model):
     attributes: dict[str, Scalar] = Field(default_factory=dict)
     created_at: UtcDatetime | None = None
 
+    @field_validator("name", "phone")
+    @classmethod
+    def _blank_is_unknown(cls, value: str | None) -> str | None:
+        """A blank name or phone is no name or phone: a JSON line's `" "` and a CSV's empty cell store the same."""
+        return value or None
+
     @field_validator("email")
     @classmethod
     def _email_shape(cls, value: str | None) -> str | None:

@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,8 @@ from graph.errors import InvalidInput
 from graph.importer import COLUMNS, MAX_LINE_BYTES, RecordKind, _infer_scalar, open_records
 from graph.model import Customer, Event
 from graph.sqlite_store import SqliteStore
+
+pytestmark = pytest.mark.timeout(180)  # a hang fails its test; how fast parsing is belongs in bench/, not here
 
 MAX_REASON = 400
 
@@ -43,14 +44,12 @@ def write(folder: Path, name: str, data: bytes | str) -> Path:
 
 def read_all(path: Path, kind: RecordKind | None = None) -> list[tuple[int, Any, str | None]] | InvalidInput:
     """Every row as (line, record, error text), or the file's refusal; anything else fails the test."""
-    started = time.monotonic()
     refused: InvalidInput | None = None
     rows = []
     try:
         rows = list(open_records(path, kind=kind).rows())
     except InvalidInput as exc:
         refused = exc
-    assert time.monotonic() - started < 5.0, "reading a small file must not take seconds"
     if refused is not None:
         assert refused.problems, "a refusal names at least one problem"
         assert all(problem.source == str(path) for problem in refused.problems)
@@ -523,3 +522,15 @@ def test_any_ascii_edge_list_loads_or_is_refused_with_line_numbers(
 def test_a_header_line_of_unicode_or_endless_digits_is_refused_not_crashed(folder: Path, header: str) -> None:
     with pytest.raises(InvalidInput):
         read_edge_list(write(folder, "edges.txt", f"{header}\n1 2 3\n"), directed=True)
+
+
+def test_a_blank_name_reads_as_no_name_from_json_as_from_csv(folder: Path) -> None:
+    from_json = read_all(write(folder, "c.jsonl", '{"id": "c1", "name": "   ", "phone": " "}\n'))
+    from_csv = read_all(write(folder, "c.csv", "id,name,phone\nc1,   , \n"))
+    assert not isinstance(from_json, InvalidInput)
+    assert not isinstance(from_csv, InvalidInput)
+    ((_, as_json, _),) = from_json
+    ((_, as_csv, _),) = from_csv
+    assert as_json == as_csv
+    assert isinstance(as_json, Customer)
+    assert (as_json.name, as_json.phone) == (None, None)
