@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from engine.access import issue_customer_token, new_api_key
+from engine.access import issue_customer_token, new_api_key, token_keys
 from engine.settings import Settings
 from graph.factory import open_store
 from graph.model import Segment, utcnow
@@ -63,7 +63,7 @@ def sign_in(client: TestClient, scopes: tuple[str, ...] = ("admin",)) -> TestCli
 def customer_token(client: TestClient, customer_id: str, *, ttl_s: int = 900, now: datetime | None = None) -> str:
     """A customer token signed with the app's current key, as the merchant's backend would sign it."""
     settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
-    keys = {kid: key.get_secret_value() for kid, key in settings.api.customer_token_keys.items()}
+    keys = token_keys(settings)
     token, _ = issue_customer_token(
         keys, settings.api.customer_token_kid, customer_id, now=now or utcnow(), ttl=timedelta(seconds=ttl_s)
     )

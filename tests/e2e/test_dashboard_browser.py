@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.access import issue_customer_token, new_api_key
+from engine.access import issue_customer_token, new_api_key, token_keys
 from engine.settings import Settings
 from graph.factory import open_store
 from graph.model import Segment, utcnow
@@ -227,7 +227,7 @@ def test_a_marketer_signs_in_with_the_keyboard_and_the_dashboard_draws_the_netwo
 def customer_link(app: App, customer_id: str) -> str:
     """What the shop's "your referral page" button opens (as `advocacy token <id> --link` prints it)."""
     settings = Settings()
-    keys = {kid: key.get_secret_value() for kid, key in settings.api.customer_token_keys.items()}
+    keys = token_keys(settings)
     token, _ = issue_customer_token(
         keys, settings.api.customer_token_kid, customer_id, now=utcnow(), ttl=timedelta(minutes=10)
     )

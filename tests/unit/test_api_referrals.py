@@ -22,7 +22,7 @@ from api.deps import get_clock
 from engine.settings import Settings
 from graph.program import CampaignStatus, CodeStatus
 from graph.program_store import Store
-from tests.api_support import PROBLEM_JSON, opened, sign_in, sqlite_url
+from tests.api_support import PROBLEM_JSON, campaign_body, opened, sign_in, sqlite_url
 from tests.factories import BASE_TIME, make_customer
 
 START = BASE_TIME + timedelta(days=30)
@@ -100,22 +100,6 @@ def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> d
     assert body["title"]
     assert body["detail"]
     assert body["instance"] == response.request.url.path
-    return body
-
-
-def campaign_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": "spring",
-        "name": "Spring referral",
-        "friend_offer": "5 EUR off your first order",
-        "rewards": [
-            {"id": "referrer-credit", "side": "referrer", "kind": "credit", "amount_minor": 1000},
-            {"id": "friend-discount", "side": "friend", "kind": "discount", "amount_minor": 500},
-        ],
-        "hold_days": 14,
-        "review_days": 7,
-    }
-    body.update(overrides)
     return body
 
 
