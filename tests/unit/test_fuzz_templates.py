@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-import time
 
 import pytest
 from hypothesis import assume, given, settings
@@ -16,6 +15,8 @@ from engine.kits import KIT_VARIABLES, KitRenderer, sample_context
 from graph.errors import InvalidInput
 from graph.outreach import ShareChannel, Template
 from tests.outreach_factories import make_template
+
+pytestmark = pytest.mark.timeout(180)  # a hang fails its test; how fast parsing is belongs in bench/, not here
 
 RENDERER = KitRenderer()
 FAST = KitRenderer(render_timeout_s=0.3)
@@ -167,9 +168,7 @@ def test_an_escape_in_the_subject_is_refused_against_the_subject() -> None:
     ],
 )
 def test_a_resource_bomb_is_refused_or_stopped_by_the_budget_with_a_clear_error(body: str, named: str) -> None:
-    started = time.monotonic()
     problems = refusal(FAST, body)
-    assert time.monotonic() - started < 5.0
     assert any(named in problem for problem in problems), problems
 
 
@@ -270,7 +269,6 @@ def _check(body: str) -> None:
     """Refused with named problems, or rendered to bounded text without Python internals, within the budget."""
     assume(body)  # a template's body is never empty (the model refuses it before any Jinja runs)
     hostile = template(body)
-    started = time.monotonic()
     refused: InvalidInput | None = None
     text = ""
     try:
@@ -278,7 +276,6 @@ def _check(body: str) -> None:
         text = FAST.preview(hostile, CONTEXT)
     except InvalidInput as exc:
         refused = exc
-    assert time.monotonic() - started < 5.0
     if refused is not None:
         assert refused.problems
         assert all(problem.source.startswith("hostile.") for problem in refused.problems)

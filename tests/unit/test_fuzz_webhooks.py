@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,6 +30,8 @@ from engine.webhooks import (
     verify_shopify,
 )
 from graph.errors import InvalidInput
+
+pytestmark = pytest.mark.timeout(180)  # a hang fails its test; how fast parsing is belongs in bench/, not here
 
 SECRET = "whsec_fuzz"
 IP_KEY = "ip-key-fuzz"
@@ -67,12 +68,10 @@ PARSERS: dict[str, Parser] = {"ours": ours, "shopify-order": shopify_order, "sho
 
 def outcome(parse: Parser, body: bytes) -> WebhookEvent | InvalidInput:
     """The event, or the refusal; any other exception, or a slow parse, fails the test."""
-    started = time.monotonic()
     try:
         result: WebhookEvent | InvalidInput = parse(body)
     except InvalidInput as exc:
         result = exc
-    assert time.monotonic() - started < 2.0, "a parse must not take seconds"
     if isinstance(result, InvalidInput):
         assert result.problems, "a refusal names at least one problem"
         assert all(len(problem.reason) <= MAX_REASON for problem in result.problems)
