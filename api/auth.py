@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
@@ -223,6 +224,11 @@ class RateLimits:
         self._limiter = None if self._local else MovingWindowRateLimiter(storage_from_string(storage))
         self._trust_forwarded = settings.api.trust_forwarded_for
 
+    @property
+    def in_process(self) -> bool:
+        """Counted in this process's memory, so a check never waits on the network."""
+        return self._local is not None
+
     def client_ip(self, request: Request) -> str:
         if self._trust_forwarded:
             forwarded = request.headers.get("x-forwarded-for", "")
@@ -349,21 +355,41 @@ def check_rule(principal: Principal, rule: Rule, request: Request) -> None:
         raise Forbidden("a customer token reaches only its own customer's routes")
 
 
-def authorise(
+async def authorise(
     request: Request,
     clock: ClockDep,
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     _marketer: Annotated[str | None, Depends(marketer_cookie)],
     _customer: Annotated[str | None, Depends(customer_cookie)],
 ) -> Principal:
-    """The guard of every `/v1` router: who is calling, may they call this route, and not too often."""
+    """The guard of every `/v1` router: who is calling, may they call this route, and not too often.
+
+    A customer's token or session and in-process rate limits need no I/O and are checked on the event loop; API
+    keys and marketer sessions (looked up in the store) and limits shared through Redis go to the threadpool.
+    """
     rule = POLICY.get((request.method if request.method != "HEAD" else "GET", route_template(request)))
     if rule is None:
         raise Forbidden("no access rule covers this route")  # fail closed; tests/unit/test_api_auth.py
-    principal = authenticate(request, clock())
+    if _admission_waits(request):
+        return await run_in_threadpool(_admit, request, rule, clock())
+    return _admit(request, rule, clock())
+
+
+def _admit(request: Request, rule: Rule, now: datetime) -> Principal:
+    principal = authenticate(request, now)
     rate_limits(request).check_principal(principal)
     check_rule(principal, rule, request)
     return principal
+
+
+def _admission_waits(request: Request) -> bool:
+    """Whether admitting this request may wait on the store or Redis."""
+    if not rate_limits(request).in_process:
+        return True
+    authorization = request.headers.get("authorization")
+    if authorization:
+        return looks_like_api_key(authorization.partition(" ")[2].strip())
+    return MARKETER_COOKIE in request.cookies
 
 
 def rate_limits(request: Request) -> RateLimits:
@@ -373,7 +399,11 @@ def rate_limits(request: Request) -> RateLimits:
 
 async def limit_public(request: Request) -> None:
     """Per-IP limit for routes anyone can hit (`/r/{code}`, landing, unsubscribe, sign-in)."""
-    rate_limits(request).check_public(request)
+    limits = rate_limits(request)
+    if limits.in_process:
+        limits.check_public(request)
+    else:
+        await run_in_threadpool(limits.check_public, request)
 
 
 PrincipalDep = Annotated[Principal, Depends(authorise)]

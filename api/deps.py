@@ -23,6 +23,7 @@ from typing import Annotated, Final
 import redis
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from kombu.exceptions import OperationalError
 
 from engine.celery_app import make_celery
@@ -65,6 +66,10 @@ class StoreHolder:
     def where(self) -> str:
         """The store's URL without its password, for messages."""
         return redact(self._url)
+
+    def current(self) -> Store | None:
+        """The store when it is open, without waiting on anything."""
+        return self._store
 
     def get(self) -> Store:
         """The open store; raises `StoreUnavailable` (503) while it cannot be opened."""
@@ -125,8 +130,10 @@ async def get_holder(request: Request) -> StoreHolder:
     return holder_of(request)
 
 
-def get_store(holder: Annotated[StoreHolder, Depends(get_holder)]) -> Store:
-    return holder.get()
+async def get_store(holder: Annotated[StoreHolder, Depends(get_holder)]) -> Store:
+    """The open store at no cost; opening it (a network connection, a file) runs in the threadpool."""
+    store = holder.current()
+    return store if store is not None else await run_in_threadpool(holder.get)
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -195,6 +202,10 @@ class ContactHolder:
         self._contact: Contact | None = None
         self._celery: Celery | None = None
         self._closed = False
+
+    def current(self) -> Contact | None:
+        """The contact parts once built, without waiting on anything."""
+        return self._contact
 
     def get(self) -> Contact:
         contact = self._contact
@@ -271,11 +282,13 @@ async def get_contact_holder(request: Request) -> ContactHolder:
 ContactHolderDep = Annotated[ContactHolder, Depends(get_contact_holder)]
 
 
-def get_outreach_service(
+async def get_outreach_service(
     store: StoreDep, settings: SettingsDep, clock: ClockDep, holder: ContactHolderDep
 ) -> OutreachService:
     """One per request, over the app's store and shared contact parts, reading the test-replaceable clock."""
-    contact = holder.get()
+    contact = holder.current()
+    if contact is None:
+        contact = await run_in_threadpool(holder.get)
     return OutreachService(
         store,
         settings,

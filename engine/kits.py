@@ -1388,7 +1388,7 @@ def load_kit_context(
     (their own `REFERRED` edges) and what they bought (their latest purchase events, then their attributes)."""
     customer = store.get_customer(customer_id)
     scores = store.get_scores(customer_id)
-    campaign = store.get_campaign(code.campaign_id)
+    campaign = store.link_campaign(code.campaign_id)
     if impact is None:
         impact = impact_from_edges(customer_id, store.referrals_from(customer_id))
     purchases = store.events_of(customer_id, kind=EventKind.PURCHASE, limit=20)

@@ -176,6 +176,11 @@ class ReferralService:
         return fresh
 
     # --- clicks and signups --------------------------------------------------------------------------------
+    def follow(self, code: str) -> tuple[ReferralCode, Campaign]:
+        """The code and campaign behind a public link, read through the store's short-lived link cache."""
+        referral_code = self.store.link_code(self._normalised(code))
+        return referral_code, self.store.link_campaign(referral_code.campaign_id)
+
     def click(
         self,
         code: str,
@@ -187,8 +192,7 @@ class ReferralService:
         customer_id: str | None = None,
     ) -> ClickOutcome:
         """Record a visit through `/r/{code}`; the raw IP is hashed with a key here and never stored."""
-        referral_code = self.store.get_code(self._normalised(code))
-        campaign = self.store.get_campaign(referral_code.campaign_id)
+        referral_code, campaign = self.follow(code)
         key = self.settings.click_hash_key.get_secret_value()
         visitor, ip_hash = visitor_identity(key, ip=ip, user_agent=user_agent, cookie=cookie)
         now = self.clock()

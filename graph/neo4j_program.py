@@ -22,6 +22,7 @@ from neo4j import READ_ACCESS, Driver, ManagedTransaction
 from graph import cypher
 from graph import program_cypher as q
 from graph.errors import InvalidInput, LedgerConflict, NotFound
+from graph.link_cache import CachedLinks
 from graph.program import (
     LIVE_REWARD_STATES,
     Attribution,
@@ -192,7 +193,7 @@ def _move_row(
     }
 
 
-class Neo4jProgram:
+class Neo4jProgram(CachedLinks):
     """The referral programme's records in Neo4j; mixed into `Neo4jStore`, whose plumbing it uses."""
 
     if TYPE_CHECKING:
@@ -216,7 +217,10 @@ class Neo4jProgram:
             "created_at_us": to_us(campaign.created_at),
             "json": campaign.model_dump_json(),
         }
-        self._write("save the campaign", lambda tx: tx.run(q.MERGE_CAMPAIGN, params).consume())
+        try:
+            self._write("save the campaign", lambda tx: tx.run(q.MERGE_CAMPAIGN, params).consume())
+        finally:
+            self.links.forget_campaign(campaign.id)
 
     def get_campaign(self, campaign_id: str) -> Campaign:
         def work(tx: ManagedTransaction) -> str | None:
@@ -259,7 +263,10 @@ class Neo4jProgram:
                 raise LedgerConflict(f"the code {code.code!r} exists already")
             return _code_from(_found(tx, q.GET_CODE, code=code.code))
 
-        return self._write("create the code", work)
+        try:
+            return self._write("create the code", work)
+        finally:
+            self.links.forget_code(code.code)
 
     def get_code(self, code: str) -> ReferralCode:
         row = self._read("read the code", lambda tx: _one(tx, q.GET_CODE, code=code))
@@ -289,7 +296,10 @@ class Neo4jProgram:
             params = {"code": code, "status": status.value, "status_at_us": to_us(at), "replaced_by": replaced_by}
             return _code_from(_found(tx, q.SET_CODE_STATUS, **params))
 
-        return self._write("change the code's status", work)
+        try:
+            return self._write("change the code's status", work)
+        finally:
+            self.links.forget_code(code)
 
     def record_click(self, click: Click) -> None:
         params = {

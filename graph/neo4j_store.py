@@ -59,6 +59,7 @@ from neo4j.exceptions import (
 from graph import access_cypher, cypher, outreach_cypher, program_cypher
 from graph.errors import AdvocacyError, InvalidInput, NotFound, StoreUnavailable
 from graph.factory import redact
+from graph.link_cache import LinkCache
 from graph.model import (
     AnalysisRun,
     Customer,
@@ -303,6 +304,7 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
         self._url = url
         self._database = database
         self._closed = False
+        self.links = LinkCache()
         bad_url = f"store URL {_redacted(url)!r} is not a usable Neo4j URL"
         try:
             parts = urlsplit(url)
@@ -532,7 +534,10 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
                 customer_id=customer_id, edges_removed=referred + influences, events_removed=sum(events.values())
             )
 
-        return self._write("erase the customer", work)
+        try:
+            return self._write("erase the customer", work)
+        finally:
+            self.links.clear()
 
     def delete_all(self) -> None:
         """Deletes in slices of 10,000 nodes (one transaction each): unlike the other writes, not all-or-nothing."""
@@ -542,6 +547,7 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
             session.run(program_cypher.DELETE_PROGRAM).consume()
             session.run(outreach_cypher.DELETE_OUTREACH).consume()
             session.run(access_cypher.DELETE_ACCESS).consume()
+        self.links.clear()
 
     # --- reads -----------------------------------------------------------------------------------------------------
     def get_customer(self, customer_id: str) -> Customer:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Final, Protocol, runtime_checkable
 
 from graph.access_store import AccessStore
+from graph.link_cache import LinkCache
 from graph.outreach_store import OutreachStore
 from graph.program import (
     Attribution,
@@ -52,12 +53,19 @@ Plan = Callable[[RewardHistory], Settlement]
 
 @runtime_checkable
 class ProgramStore(Protocol):
+    links: LinkCache
+    """What `link_code` and `link_campaign` keep; replaceable (a test gives it a clock)."""
+
     # --- campaigns -----------------------------------------------------------------------------------------
     def save_campaign(self, campaign: Campaign) -> None:
         """Create or replace a campaign by id."""
 
     def get_campaign(self, campaign_id: str) -> Campaign:
         """Raise `NotFound` for an unknown id."""
+
+    def link_campaign(self, campaign_id: str) -> Campaign:
+        """`get_campaign` for a referral link: may be a copy up to `graph.link_cache.LINK_CACHE_S` old when
+        another process changed it; this store's own writes show at once."""
 
     def list_campaigns(self) -> list[Campaign]:
         """By creation time, oldest first."""
@@ -69,6 +77,9 @@ class ProgramStore(Protocol):
 
     def get_code(self, code: str) -> ReferralCode:
         """`code` is already normalised. Raise `NotFound` for an unknown code."""
+
+    def link_code(self, code: str) -> ReferralCode:
+        """`get_code` for a referral link, kept like `link_campaign`; an unknown code is never kept."""
 
     def list_codes(self, *, customer_id: str | None = None, campaign_id: str | None = None) -> list[ReferralCode]:
         """By creation time, oldest first."""

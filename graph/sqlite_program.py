@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from graph.errors import InvalidInput, LedgerConflict, NotFound
+from graph.link_cache import CachedLinks
 from graph.program import (
     Attribution,
     Balance,
@@ -435,7 +436,7 @@ def _where(filters: Iterable[tuple[str, object]]) -> tuple[str, list[object]]:
     return text, [value for clause, value in given for _ in range(clause.count("?"))]
 
 
-class SqliteProgram:
+class SqliteProgram(CachedLinks):
     """`ProgramStore` over the host's `_run`; see the module docstring."""
 
     def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool, begin: bool = True) -> T:
@@ -453,14 +454,17 @@ class SqliteProgram:
     # --- campaigns -------------------------------------------------------------------------------------------
     def save_campaign(self, campaign: Campaign) -> None:
         row = (campaign.id, _to_us(campaign.created_at), campaign.model_dump_json())
-        self._run(
-            lambda conn: conn.execute(
-                "INSERT INTO campaigns (id, created_at_us, body) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                " created_at_us = excluded.created_at_us, body = excluded.body",
-                row,
-            ),
-            write=True,
-        )
+        try:
+            self._run(
+                lambda conn: conn.execute(
+                    "INSERT INTO campaigns (id, created_at_us, body) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                    " created_at_us = excluded.created_at_us, body = excluded.body",
+                    row,
+                ),
+                write=True,
+            )
+        finally:
+            self.links.forget_campaign(campaign.id)
 
     def get_campaign(self, campaign_id: str) -> Campaign:
         row = self._row("SELECT body FROM campaigns WHERE id = ?", (campaign_id,))
@@ -495,7 +499,10 @@ class SqliteProgram:
             conn.execute(f"INSERT INTO codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)  # noqa: S608
             return code
 
-        return self._run(work, write=True)
+        try:
+            return self._run(work, write=True)
+        finally:
+            self.links.forget_code(code.code)
 
     @staticmethod
     def _code_in(conn: sqlite3.Connection, code: str) -> ReferralCode:
@@ -528,7 +535,10 @@ class SqliteProgram:
             )
             return changed
 
-        return self._run(work, write=True)
+        try:
+            return self._run(work, write=True)
+        finally:
+            self.links.forget_code(code)
 
     def record_click(self, click: Click) -> None:
         row = (click.id, click.code, _to_us(click.at), click.visitor, click.ip_hash, click.source, click.customer_id)

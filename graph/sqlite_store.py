@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from graph.errors import AdvocacyError, InvalidInput, NotFound, StoreUnavailable
+from graph.link_cache import LinkCache
 from graph.model import (
     AnalysisRun,
     Customer,
@@ -392,6 +393,7 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         self._busy_timeout_ms = busy_timeout_ms
         self._cache_kib = cache_mib * 1024
         self._closed = False
+        self.links = LinkCache()
         self._connections = ThreadConnections(self._open)
         self._run(self._set_up, write=False, begin=False)
 
@@ -671,6 +673,7 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         try:
             report = self._run(work, write=True)
         finally:
+            self.links.clear()
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA secure_delete = FAST")
         self._truncate_log(conn)
@@ -696,7 +699,10 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
             for table in (*ACCESS_TABLES, *OUTREACH_TABLES, *PROGRAM_TABLES, *graph_tables):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - table names are constants
 
-        self._run(work, write=True)
+        try:
+            self._run(work, write=True)
+        finally:
+            self.links.clear()
 
     # --- reads -----------------------------------------------------------------------------------------------
     def _fetch_one(self, sql: str, key: str) -> Row | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from api.deps import OutreachServiceDep
@@ -44,13 +45,13 @@ PRIVATE_PAGE_HEADERS: Final[dict[str, str]] = {
     "the A/B variant they were assigned. Asking counts as engagement, which lifts the back-off on messages.",
     responses=program_problems(404, 422, 503),
 )
-def get_kit(
+async def get_kit(
     customer_id: CustomerIdPath,
     service: OutreachServiceDep,
     campaign_id: Annotated[str, Query(description="The referral campaign the kit is for.")],
     outreach_id: Annotated[str | None, Query(description="The outreach that brought them, for its variant.")] = None,
 ) -> Kit:
-    return service.kit(customer_id, campaign_id, outreach_id=outreach_id)
+    return await run_in_threadpool(service.kit, customer_id, campaign_id, outreach_id=outreach_id)
 
 
 @router.post(

@@ -10,6 +10,7 @@ import secrets
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import ClockDep, ServiceDep, SettingsDep, StoreDep
@@ -191,11 +192,12 @@ def rotate_code(code: CodePath, service: ServiceDep) -> ReferralCode:
     "An unknown code answers 404 (an HTML page for browsers).",
     responses={302: {"description": "To the landing page"}, **program_problems(404, 503)},
 )
-def follow_link(code: CodePath, request: Request, service: ServiceDep, settings: SettingsDep) -> RedirectResponse:
+async def follow_link(code: CodePath, request: Request, service: ServiceDep, settings: SettingsDep) -> RedirectResponse:
     config = settings.referral
     known_visitor = request.cookies.get(config.visitor_cookie)
     visitor = known_visitor if known_visitor and len(known_visitor) <= 64 else secrets.token_urlsafe(16)
-    outcome = service.click(
+    outcome = await run_in_threadpool(  # the click's write transaction may wait on the file or the network
+        service.click,
         code,
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
@@ -234,8 +236,7 @@ def first_name(name: str | None) -> str | None:
 
 @public_router.get("/landing/{code}", response_class=HTMLResponse, include_in_schema=False)
 def landing(code: CodePath, request: Request, service: ServiceDep, store: StoreDep) -> HTMLResponse:
-    referral = service.get_code(code)
-    campaign = service.get_campaign(referral.campaign_id)
+    referral, campaign = service.follow(code)
     referrer = store.get_customer(referral.customer_id)
     page: HTMLResponse = request.app.state.templates.TemplateResponse(
         request,
