@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from api import idempotency
 from api.auth import RateLimits, SignInRequired, authorise, limit_public
 from api.bodylimit import BodyLimitMiddleware
-from api.deps import ContactHolder, StoreHolder
+from api.deps import ContactHolder, StoreHolder, click_recorder
 from api.idempotency import IdempotencyMiddleware
 from api.observability import install_observability
 from api.problems import install_problem_handlers
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     holder = StoreHolder(settings)
     contact = ContactHolder(settings)
+    clicks = click_recorder(settings, holder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if clicks is not None:
+                await run_in_threadpool(clicks.close)
             await run_in_threadpool(contact.close)
             await run_in_threadpool(holder.close)
 
@@ -122,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store_holder = holder
     app.state.contact_holder = contact
+    app.state.clicks = clicks
     app.state.templates = _templates()
     app.state.rate_limits = RateLimits(settings)
     install_problem_handlers(app)

@@ -28,6 +28,7 @@ from kombu.exceptions import OperationalError
 
 from engine.celery_app import make_celery
 from engine.channels import ChannelAdapter, make_adapters
+from engine.clicks import ClickRecorder
 from engine.dispatch import InlineDispatcher
 from engine.fulfilment import Fulfiller, make_fulfiller
 from engine.kits import KitRenderer
@@ -56,6 +57,7 @@ class StoreHolder:
     def __init__(self, settings: Settings) -> None:
         self._url = settings.store
         self._database = settings.neo4j.database
+        self._link_cache_s = settings.referral.link_cache_s
         self._lock = threading.Lock()
         self._store: Store | None = None
         self._closed = False
@@ -93,6 +95,7 @@ class StoreHolder:
             self._failure, self._failed_at = exc, time.monotonic()
             raise
         self._failure = None
+        store.links.ttl_s = self._link_cache_s
         log.info("store opened: %s", store.describe())
         return store
 
@@ -155,9 +158,25 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-async def get_service(store: StoreDep, settings: SettingsDep, clock: ClockDep) -> ReferralService:
+def click_recorder(settings: Settings, holder: StoreHolder) -> ClickRecorder | None:
+    """The app's batch writer of clicks, or None when `referral.click_batch_ms` is 0 (each click written inline)."""
+    delay_ms = settings.referral.click_batch_ms
+    if delay_ms <= 0:
+        return None
+    return ClickRecorder(holder.get, max_delay_s=delay_ms / 1000, capacity=settings.referral.click_buffer)
+
+
+async def get_clicks(request: Request) -> ClickRecorder | None:
+    clicks: ClickRecorder | None = request.app.state.clicks
+    return clicks
+
+
+ClicksDep = Annotated[ClickRecorder | None, Depends(get_clicks)]
+
+
+async def get_service(store: StoreDep, settings: SettingsDep, clock: ClockDep, clicks: ClicksDep) -> ReferralService:
     """One service per request: it holds nothing beyond the app's store and settings, so building it is free."""
-    return ReferralService(store, settings.referral, clock=clock)
+    return ReferralService(store, settings.referral, clock=clock, clicks=clicks)
 
 
 def get_fulfiller(settings: SettingsDep) -> Fulfiller:
@@ -166,9 +185,13 @@ def get_fulfiller(settings: SettingsDep) -> Fulfiller:
 
 
 def get_paying_service(
-    store: StoreDep, settings: SettingsDep, clock: ClockDep, fulfiller: Annotated[Fulfiller, Depends(get_fulfiller)]
+    store: StoreDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    fulfiller: Annotated[Fulfiller, Depends(get_fulfiller)],
+    clicks: ClicksDep,
 ) -> ReferralService:
-    return ReferralService(store, settings.referral, clock=clock, fulfiller=fulfiller)
+    return ReferralService(store, settings.referral, clock=clock, fulfiller=fulfiller, clicks=clicks)
 
 
 ServiceDep = Annotated[ReferralService, Depends(get_service)]

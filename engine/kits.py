@@ -49,7 +49,7 @@ from functools import lru_cache, wraps
 from importlib.resources import files
 from pathlib import Path
 from types import BuiltinMethodType, MethodType
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final, assert_never, cast
 from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
 
@@ -481,16 +481,22 @@ def share_url(channel: ShareChannel, *, text: str, link: str, subject: str | Non
     >>> share_url(ShareChannel.WHATSAPP, text="Hi & welcome", link="https://s.example/r/A1")
     'https://wa.me/?text=Hi%20%26%20welcome'
     """
-    urls: dict[ShareChannel, str | None] = {
-        ShareChannel.WHATSAPP: f"https://wa.me/?text={_encode(text)}",
-        ShareChannel.X: f"https://twitter.com/intent/tweet?text={_encode(text)}&url={_encode(link)}",
-        ShareChannel.LINKEDIN: f"https://www.linkedin.com/sharing/share-offsite/?url={_encode(link)}",
-        ShareChannel.FACEBOOK: f"https://www.facebook.com/sharer/sharer.php?u={_encode(link)}",
-        ShareChannel.EMAIL: f"mailto:?subject={_encode(subject or '')}&body={_encode(text)}",
-        ShareChannel.SMS: f"sms:?&body={_encode(text)}",
-        ShareChannel.COPY_LINK: None,
-    }
-    return urls[channel]
+    match channel:  # only the asked-for channel's values are encoded: percent-encoding is a kit's hot loop
+        case ShareChannel.WHATSAPP:
+            return f"https://wa.me/?text={_encode(text)}"
+        case ShareChannel.X:
+            return f"https://twitter.com/intent/tweet?text={_encode(text)}&url={_encode(link)}"
+        case ShareChannel.LINKEDIN:
+            return f"https://www.linkedin.com/sharing/share-offsite/?url={_encode(link)}"
+        case ShareChannel.FACEBOOK:
+            return f"https://www.facebook.com/sharer/sharer.php?u={_encode(link)}"
+        case ShareChannel.EMAIL:
+            return f"mailto:?subject={_encode(subject or '')}&body={_encode(text)}"
+        case ShareChannel.SMS:
+            return f"sms:?&body={_encode(text)}"
+        case ShareChannel.COPY_LINK:
+            return None
+    assert_never(channel)
 
 
 @lru_cache(maxsize=2048)

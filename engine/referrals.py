@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from engine.attribution import attribute, attribute_signup
+from engine.clicks import ClickRecorder
 from engine.codes import candidate_codes, validate_vanity
 from engine.fraud import assess, customer_signals, detect_leak
 from engine.fulfilment import Fulfiller, FulfilmentError, LedgerFulfiller
@@ -66,6 +67,16 @@ class ClickOutcome(NamedTuple):
     attributable: bool
 
 
+class Visit(NamedTuple):
+    """What a browser following a link tells about itself; hashed into the click, never stored raw."""
+
+    ip: str | None
+    user_agent: str | None
+    referer: str | None
+    cookie: str | None
+    customer_id: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class FulfilmentReport:
     fulfilled: list[str] = field(default_factory=list)
@@ -83,11 +94,14 @@ class ReferralService:
         *,
         clock: Callable[[], datetime] = utcnow,
         fulfiller: Fulfiller | None = None,
+        clicks: ClickRecorder | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.fulfiller: Fulfiller = fulfiller if fulfiller is not None else LedgerFulfiller()
+        self.clicks = clicks
+        """Writes clicks in batches when given (the API's); without it each click is written before returning."""
 
     # --- campaigns and codes -------------------------------------------------------------------------------
     def create_campaign(self, campaign: Campaign) -> Campaign:
@@ -193,8 +207,23 @@ class ReferralService:
     ) -> ClickOutcome:
         """Record a visit through `/r/{code}`; the raw IP is hashed with a key here and never stored."""
         referral_code, campaign = self.follow(code)
+        visit = Visit(ip, user_agent, referer, cookie, customer_id)
+        return self._clicked(referral_code, campaign, visit)
+
+    def click_from_memory(
+        self, code: str, *, ip: str | None, user_agent: str | None, referer: str | None, cookie: str | None
+    ) -> ClickOutcome | None:
+        """`click` when it needs no I/O (the link cache holds the code and campaign, clicks go in batches), so an
+        async caller can answer without a thread; None when the store must be read first."""
+        normal = normalise_code(code)
+        known = self.store.links.peek(normal) if normal and self.clicks is not None else None
+        if known is None:
+            return None
+        return self._clicked(*known, Visit(ip, user_agent, referer, cookie, None))
+
+    def _clicked(self, referral_code: ReferralCode, campaign: Campaign, visit: Visit) -> ClickOutcome:
         key = self.settings.click_hash_key.get_secret_value()
-        visitor, ip_hash = visitor_identity(key, ip=ip, user_agent=user_agent, cookie=cookie)
+        visitor, ip_hash = visitor_identity(key, ip=visit.ip, user_agent=visit.user_agent, cookie=visit.cookie)
         now = self.clock()
         click = Click(
             id=secrets.token_urlsafe(16),
@@ -202,10 +231,13 @@ class ReferralService:
             at=now,
             visitor=visitor,
             ip_hash=ip_hash,
-            source=referring_host(referer),
-            customer_id=customer_id,
+            source=referring_host(visit.referer),
+            customer_id=visit.customer_id,
         )
-        self.store.record_click(click)
+        if self.clicks is not None:
+            self.clicks.submit(click)
+        else:
+            self.store.record_click(click)
         shown = referral_code.replaced_by or referral_code.code
         redirect = campaign.landing_url.replace("{code}", shown)
         attributable = referral_code.usable_at(now) and campaign.status is CampaignStatus.ACTIVE
@@ -373,6 +405,8 @@ class ReferralService:
         self, customer_id: str, click_id: str | None, code: str | None, at: datetime, code_kind: TouchKind
     ) -> list[Touch]:
         """Stored touches within the longest window of any campaign, plus the code typed now (if it exists)."""
+        if self.clicks is not None:
+            self.clicks.flush()  # the friend's click may still be on its way to the store
         window = max((c.attribution.window_days for c in self.store.list_campaigns()), default=30)
         touches = self.store.touches_for(
             customer_id, click_ids=[click_id] if click_id else [], since=at - timedelta(days=window)

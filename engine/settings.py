@@ -111,6 +111,14 @@ class ReferralSettings(BaseModel):
     fulfiller_attempts: int = Field(default=5, ge=1, le=50)
     allow_private_urls: bool = False
     """Let the fulfiller call loopback and private addresses (development only: it guards against SSRF)."""
+    link_cache_s: float = Field(default=5.0, ge=0, le=300)
+    """How long a process trusts the code and campaign a referral link read (its own changes show at once);
+    0 reads the store on every click."""
+    click_batch_ms: float = Field(default=50.0, ge=0, le=5_000)
+    """The API writes clicks from a background thread, many per transaction, at most this long after the
+    redirect (a signup or order in the same process writes them first); 0 writes each click before redirecting."""
+    click_buffer: int = Field(default=20_000, ge=100, le=1_000_000)
+    """Clicks kept in memory while the store cannot take them; beyond this, links answer 503."""
 
 
 class ContactSettings(BaseModel):

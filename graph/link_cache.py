@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from graph.program import Campaign, ReferralCode
 
-LINK_CACHE_S: Final = 2.0
+LINK_CACHE_S: Final = 5.0
 """How stale another process's change to a code or campaign may look to this process's redirects."""
 MAX_ENTRIES: Final = 50_000
 
@@ -60,6 +60,18 @@ class LinkCache:
 
     def campaign(self, campaign_id: str, load: Callable[[str], Campaign]) -> Campaign:
         return self._through(self._campaigns, campaign_id, load)
+
+    def peek(self, code: str) -> tuple[ReferralCode, Campaign] | None:
+        """The code and its campaign if both are fresh here: a link answered without touching the store."""
+        now = self._clock()
+        with self._lock:
+            found = self._codes.items.get(code)
+            if found is None or now - found[0] >= self.ttl_s:
+                return None
+            campaign = self._campaigns.items.get(found[1].campaign_id)
+            if campaign is None or now - campaign[0] >= self.ttl_s:
+                return None
+            return found[1], campaign[1]
 
     def _through(self, entries: _Entries[V], key: str, load: Callable[[str], V]) -> V:
         now = self._clock()

@@ -96,6 +96,18 @@ def _code_from(row: dict[str, Any]) -> ReferralCode:
     return ReferralCode.model_validate(_times(row, "created_at", "expires_at", "status_at"))
 
 
+def _click_params(click: Click) -> dict[str, Any]:
+    return {
+        "id": click.id,
+        "code": click.code,
+        "at_us": to_us(click.at),
+        "visitor": click.visitor,
+        "ip_hash": click.ip_hash,
+        "source": click.source,
+        "customer_id": click.customer_id,
+    }
+
+
 def _click_from(row: dict[str, Any]) -> Click:
     return Click.model_validate(_times(row, "at"))
 
@@ -302,21 +314,18 @@ class Neo4jProgram(CachedLinks):
             self.links.forget_code(code)
 
     def record_click(self, click: Click) -> None:
-        params = {
-            "id": click.id,
-            "code": click.code,
-            "at_us": to_us(click.at),
-            "visitor": click.visitor,
-            "ip_hash": click.ip_hash,
-            "source": click.source,
-            "customer_id": click.customer_id,
-        }
+        params = _click_params(click)
 
         def work(tx: ManagedTransaction) -> None:
             if not tx.run(q.RECORD_CLICK, params).single(strict=True)["found"]:
                 raise NotFound(f"no code {click.code!r} for click {click.id!r}")
 
         self._write("record the click", work)
+
+    def record_clicks(self, clicks: Sequence[Click]) -> None:
+        rows = [_click_params(click) for click in clicks]
+        if rows:
+            self._write("record clicks", lambda tx: tx.run(q.RECORD_CLICKS, rows=rows).consume())
 
     def get_click(self, click_id: str) -> Click | None:
         row = self._read("read the click", lambda tx: _one(tx, q.GET_CLICK, id=click_id))

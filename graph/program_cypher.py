@@ -201,6 +201,21 @@ RETURN k IS NOT NULL AS found
 """
 """A click id seen before is left as it is; a known visitor gets a `CLICKED` edge, an unknown id stays a property."""
 
+RECORD_CLICKS: Final = f"""
+UNWIND $rows AS row
+MATCH (k:Code {{code: row.code}})
+MERGE (c:Click {{id: row.id}})
+ON CREATE SET c.code = row.code, c.at = {_datetime("row.at_us")}, c.visitor = row.visitor, c.ip_hash = row.ip_hash,
+              c.source = row.source, c.customer_id = row.customer_id, c._fresh = true
+WITH k, c WHERE c._fresh
+REMOVE c._fresh
+CREATE (c)-[:{VIA}]->(k)
+WITH c
+OPTIONAL MATCH (who:Customer {{id: c.customer_id}})
+FOREACH (_ IN CASE WHEN who IS NULL THEN [] ELSE [1] END | CREATE (who)-[:{CLICKED}]->(c))
+"""
+"""`RECORD_CLICK` for a batch; a click whose code has gone (erased since the redirect) is dropped."""
+
 GET_CLICK: Final = f"MATCH (c:Click {{id: $id}}) RETURN {_click_fields} AS row"
 
 # --- signups, signals and touches ------------------------------------------------------------------------------

@@ -93,6 +93,10 @@ class ProgramStore(Protocol):
     def record_click(self, click: Click) -> None:
         """Store a click; a click id seen before changes nothing. `NotFound` if the code is unknown."""
 
+    def record_clicks(self, clicks: Sequence[Click]) -> None:
+        """Store many clicks in one transaction: ids seen before change nothing, a click whose code has gone
+        (erased since its redirect) is dropped rather than failing the others."""
+
     def get_click(self, click_id: str) -> Click | None: ...
 
     # --- signups and attribution ---------------------------------------------------------------------------

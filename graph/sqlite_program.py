@@ -219,6 +219,10 @@ _CODE_COLUMNS = (
 )
 _KEYED_CODE_COLUMNS = ", ".join(f"k.{column.strip()}" for column in _CODE_COLUMNS.split(","))
 _CLICK_COLUMNS = "id, code, at_us, visitor, ip_hash, source, customer_id"
+_RECORD_CLICKS: Final = (
+    f"INSERT INTO clicks ({_CLICK_COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7"  # noqa: S608 - constant
+    " WHERE EXISTS (SELECT 1 FROM codes WHERE code = ?2) ON CONFLICT (id) DO NOTHING"
+)
 _ENTRY_COLUMNS = "id, reward_id, customer_id, from_state, to_state, amount_minor, currency, at_us, reason"
 _UPSERT_CONVERSION = """
     INSERT INTO conversions (order_id, buyer_id, order_at_us, status, referrer_id, campaign_id, code, body)
@@ -552,6 +556,11 @@ class SqliteProgram(CachedLinks):
             )
 
         self._run(work, write=True)
+
+    def record_clicks(self, clicks: Sequence[Click]) -> None:
+        rows = [(c.id, c.code, _to_us(c.at), c.visitor, c.ip_hash, c.source, c.customer_id) for c in clicks]
+        if rows:
+            self._run(lambda conn: conn.executemany(_RECORD_CLICKS, rows), write=True)
 
     def get_click(self, click_id: str) -> Click | None:
         row = self._row(f"SELECT {_CLICK_COLUMNS} FROM clicks WHERE id = ?", (click_id,))  # noqa: S608

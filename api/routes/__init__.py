@@ -42,7 +42,8 @@ Guard = Literal["v1", "public", "webhook", "open"]
 
 ROUTERS: tuple[tuple[APIRouter, Guard], ...] = (
     (health.router, "open"),
-    (referrals.public_router, "public"),  # the busiest route first: Starlette tries routes in order
+    (referrals.public_router, "public"),  # the busiest routes first: Starlette tries routes in order
+    (contact.router, "v1"),  # a customer's kit, asked for on every page view of a widget
     (access.router, "v1"),
     (customers.router, "v1"),
     (graph.router, "v1"),
@@ -53,7 +54,6 @@ ROUTERS: tuple[tuple[APIRouter, Guard], ...] = (
     (rewards.router, "v1"),
     (program_metrics.router, "v1"),
     (outreach.router, "v1"),
-    (contact.router, "v1"),
     (relationships.router, "v1"),
     (events.router, "v1"),
     (events.customer_router, "v1"),

@@ -196,14 +196,15 @@ async def follow_link(code: CodePath, request: Request, service: ServiceDep, set
     config = settings.referral
     known_visitor = request.cookies.get(config.visitor_cookie)
     visitor = known_visitor if known_visitor and len(known_visitor) <= 64 else secrets.token_urlsafe(16)
-    outcome = await run_in_threadpool(  # the click's write transaction may wait on the file or the network
-        service.click,
-        code,
-        ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-        referer=request.headers.get("referer"),
-        cookie=visitor,
-    )
+    visit = {
+        "ip": request.client.host if request.client else None,
+        "user_agent": request.headers.get("user-agent"),
+        "referer": request.headers.get("referer"),
+        "cookie": visitor,
+    }
+    outcome = service.click_from_memory(code, **visit)
+    if outcome is None:  # the store must be read (or written): that may wait, so not on the event loop
+        outcome = await run_in_threadpool(service.click, code, **visit)
     response = RedirectResponse(outcome.redirect_url, status_code=302, headers=PRIVATE_LINK_HEADERS)
     if visitor != known_visitor:
         response.set_cookie(

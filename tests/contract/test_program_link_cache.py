@@ -1,4 +1,5 @@
-"""`link_code`/`link_campaign`: what a referral link reads, cached per store handle, never stale on its own writes."""
+"""What a referral link reads and writes: `link_code`/`link_campaign` (cached per store handle, never stale on its
+own writes) and `record_clicks` (a batch in one transaction)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from graph.sqlite_store import SqliteStore
 from tests.contract.conftest import set_scene
 from tests.factories import BASE_TIME
 from tests.neo4j_support import open_neo4j
+from tests.program_factories import make_click
 
 
 class Ticks:
@@ -67,3 +69,17 @@ def test_another_handle_s_change_shows_once_the_cache_time_is_up(store: Store) -
     assert store.link_code(scene.code.code).status is CodeStatus.ACTIVE, "within the cache time"
     ticks.now += 2.0
     assert store.link_code(scene.code.code).status is CodeStatus.REVOKED
+
+
+def test_a_batch_of_clicks_is_stored_once_and_a_click_on_a_vanished_code_is_dropped(store: Store) -> None:
+    scene = set_scene(store)
+    kept = [make_click(scene.code, id=f"batch-click-{i}") for i in range(3)]
+    orphan = make_click("GONE42", id="batch-click-orphan")
+
+    store.record_clicks([*kept, orphan])
+    store.record_clicks(kept)  # delivered again: changes nothing
+
+    assert [store.get_click(c.id) for c in kept] == kept
+    assert store.get_click(orphan.id) is None
+    touches = store.touches_for(scene.friend.id, click_ids=[c.id for c in kept], since=BASE_TIME)
+    assert sorted(t.click_id for t in touches if t.click_id) == sorted(c.id for c in kept)

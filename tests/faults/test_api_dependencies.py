@@ -26,6 +26,8 @@ from tests.program_factories import make_campaign, make_code
 pytestmark = pytest.mark.slow
 
 CODE = "ADAFAULTS"
+UNSEEN_CODE = "ADAUNSEEN"
+"""A code no request read before Neo4j went down, so the app has no copy of it."""
 DOWN_ANSWER_S = 30.0
 """A request while a dependency is down answers within this (the Neo4j driver retries for 10 s, then gives up)."""
 PROBE_S = 5.0
@@ -51,6 +53,7 @@ def seed(store_url: str) -> None:
         campaign = make_campaign(id="spring", hold_days=0)
         store.save_campaign(campaign)
         store.create_code(make_code("ada", campaign, code=CODE))
+        store.create_code(make_code("ada", campaign, code=UNSEEN_CODE))
         store.save_outreach(
             Outreach(
                 id="push",
@@ -92,19 +95,24 @@ def ready_again(client: TestClient, timeout_s: float = 60) -> None:
 @pytest.mark.neo4j
 @pytest.mark.timeout(300)
 def test_with_neo4j_down_the_api_answers_503_problems_and_recovers_without_a_restart(
-    fresh_neo4j: Neo4jServer,
+    fresh_neo4j: Neo4jServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Links whose code the app read shortly before keep redirecting (their clicks wait in memory and are written
+    once Neo4j is back); everything else that needs the store answers 503 until then."""
+    monkeypatch.setenv("ADVOCACY_REFERRAL__LINK_CACHE_S", "300")  # "shortly before", however slow the machine
     seed(fresh_neo4j.url)
     with api_client(fresh_neo4j.url) as client:
         assert client.get("/readyz").status_code == 200
         assert client.get("/v1/customers/ada").json()["customer"]["id"] == "ada"
         assert client.get(f"/r/{CODE}", follow_redirects=False).status_code == 302
+        clicks = client.app.state.clicks  # type: ignore[attr-defined]
+        assert clicks.flush(10)
 
         fresh_neo4j.stop(crash=True)
         # Clients keep calling: each request waits on the dead store (the driver retries for 10 s), and together
         # they hold every thread of the app's pool. The probes must still answer at once.
         crowd: list[httpx.Response] = []
-        paths = ["/v1/customers/ada"] * (CROWD - 4) + [f"/r/{CODE}"] * 4
+        paths = ["/v1/customers/ada"] * (CROWD - 4) + [f"/r/{UNSEEN_CODE}"] * 4
         callers = [threading.Thread(target=lambda p=path: crowd.append(timed(client, "GET", p))) for path in paths]
         for caller in callers:
             caller.start()
@@ -113,16 +121,27 @@ def test_with_neo4j_down_the_api_answers_503_problems_and_recovers_without_a_res
         ready = assert_unavailable(timed(client, "GET", "/readyz", within_s=PROBE_S))
         assert ready["dependency"] == "store"
         assert f"127.0.0.1:{fresh_neo4j.port}" in str(ready["detail"])
+        followed = [timed(client, "GET", f"/r/{CODE}", within_s=PROBE_S) for _ in range(3)]
         for caller in callers:
             caller.join(timeout=120)
         assert len(crowd) == CROWD
         for response in crowd:
             assert_unavailable(response)
+        assert [r.status_code for r in followed] == [302] * 3, [r.text for r in followed]
+        assert clicks.pending == 3
 
         fresh_neo4j.start()
         ready_again(client)
+        assert clicks.flush(30)
         assert client.get("/v1/customers/ada").json()["customer"]["id"] == "ada"
-        assert client.get(f"/r/{CODE}", follow_redirects=False).status_code == 302
+        assert client.get(f"/r/{UNSEEN_CODE}", follow_redirects=False).status_code == 302
+
+    store = open_store(fresh_neo4j.url)
+    try:
+        stored = [store.get_click(str(r.cookies["adv_click"])) for r in followed]
+    finally:
+        store.close()
+    assert all(click is not None and click.code == CODE for click in stored), stored
 
 
 @pytest.mark.redis

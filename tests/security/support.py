@@ -49,7 +49,10 @@ def seed_people(store: GraphStore) -> None:
 
 
 def store_of(client: TestClient) -> Any:
-    return client.app.state.store_holder.get()  # type: ignore[attr-defined]
+    """The app's store, once the clicks its redirects took are written (they go in batches)."""
+    state = client.app.state  # type: ignore[attr-defined]
+    assert state.clicks is None or state.clicks.flush(5)
+    return state.store_holder.get()
 
 
 @contextmanager

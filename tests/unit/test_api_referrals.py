@@ -118,8 +118,11 @@ def issue_code(client: TestClient, customer_id: str, campaign_id: str = "spring"
 
 
 def follow(client: TestClient, code: str, **headers: str) -> httpx.Response:
-    """Open `/r/{code}` like a browser would, without following the redirect."""
+    """Open `/r/{code}` like a browser would, without following the redirect; then wait for the click's batch
+    to be written, as the app's own signup and order handling does."""
     response: httpx.Response = client.get(f"/r/{code}", headers=headers, follow_redirects=False)
+    clicks = client.app.state.clicks  # type: ignore[attr-defined]
+    assert clicks is None or clicks.flush(5)
     return response
 
 

@@ -144,3 +144,18 @@ def test_a_zero_lifetime_keeps_nothing() -> None:
     cache.code("ADA7K2", load)
     cache.code("ADA7K2", load)
     assert len(asked) == 2
+
+
+def test_peek_answers_only_when_both_the_code_and_its_campaign_are_fresh() -> None:
+    ticks = Ticks()
+    cache = LinkCache(2.0, clock=ticks)
+    campaign = make_campaign(id="spring")
+    code = make_code(make_customer(), campaign, code="ADA7K2")
+
+    assert cache.peek("ADA7K2") is None
+    cache.code("ADA7K2", lambda _: code)
+    assert cache.peek("ADA7K2") is None, "the campaign was never read"
+    cache.campaign("spring", lambda _: campaign)
+    assert cache.peek("ADA7K2") == (code, campaign)
+    ticks.now += 2.0
+    assert cache.peek("ADA7K2") is None
