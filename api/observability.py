@@ -27,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.clicks import ClickRecorder
 from engine.observability import accept_request_id, configure_logging, log_options, request_context
 from engine.settings import Settings
 from graph.outreach import HoldReason, MessageStatus
@@ -231,6 +232,20 @@ def _by(name: str, documentation: str, label: str, values: dict[str, int]) -> Ga
     return family
 
 
+class _ClickMetrics:
+    """The clicks this process took and has not yet written: grows while the store is down."""
+
+    def __init__(self, clicks: ClickRecorder) -> None:
+        self._clicks = clicks
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "advocacy_clicks_waiting",
+            "Clicks this process took and has not yet written to the store.",
+            value=self._clicks.pending,
+        )
+
+
 class _ProcessMetrics:
     """The process-wide default registry (process, GC, task counters of eager tasks) inside the app's one."""
 
@@ -244,6 +259,9 @@ def build_registry(app: FastAPI) -> tuple[CollectorRegistry, HttpMetrics]:
     holder = getattr(app.state, "store_holder", None)
     if holder is not None:
         registry.register(StoreCollector(holder.get))
+    clicks = getattr(app.state, "clicks", None)
+    if clicks is not None:
+        registry.register(_ClickMetrics(clicks))
     registry.register(_ProcessMetrics())
     return registry, metrics
 

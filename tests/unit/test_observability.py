@@ -313,6 +313,18 @@ def test_metrics_report_contacts_sent_and_held_back_and_rewards_from_the_store(
     assert sample(found, "advocacy_rewards_amount_minor", currency=currency, state="pending") == 1500
 
 
+def test_clicks_a_process_has_not_yet_written_are_on_metrics(client: TestClient) -> None:
+    clicks = client.app.state.clicks  # type: ignore[attr-defined]
+    clicks.max_delay_s = 60.0  # the batch waits: the click stays in memory until flushed
+    store = client.app.state.store_holder.get()  # type: ignore[attr-defined]
+    scene = set_scene(store)
+
+    assert client.get(f"/r/{scene.code.code}", follow_redirects=False).status_code == 302
+    assert sample(samples(client.get("/metrics").text), "advocacy_clicks_waiting") == 1
+    assert clicks.flush(5)
+    assert sample(samples(client.get("/metrics").text), "advocacy_clicks_waiting") == 0
+
+
 def test_metrics_can_be_guarded_like_any_route() -> None:
     def deny() -> None:
         raise Unauthorized("credentials required")
