@@ -17,6 +17,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from api import idempotency
 from api.auth import RateLimits, SignInRequired, authorise, limit_public
@@ -27,6 +28,7 @@ from api.observability import install_observability
 from api.problems import install_problem_handlers
 from api.routes import ROUTERS, Guard
 from api.schemas import problem_responses
+from engine.kits import qr_svg
 from engine.settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -86,10 +88,16 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "–"
 
 
+def _qr_svg(link: str) -> Markup:
+    """A referral link's QR code inline (the engine draws it from the link; nothing in it comes from input)."""
+    return Markup(qr_svg(link))  # noqa: S704
+
+
 def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
     templates.env.filters["number"] = _number
     templates.env.filters["when"] = _when
+    templates.env.filters["qr_svg"] = _qr_svg
     templates.env.globals["asset_version"] = ASSET_VERSION
     return templates
 

@@ -63,6 +63,7 @@ from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -315,8 +316,10 @@ def smoke(base: str, fixture: Fixture) -> None:
             answer = client.request(method, path, headers=headers)
             if answer.status_code != status:
                 raise RuntimeError(f"{method} {path}: expected {status}, got {answer.status_code}: {answer.text[:500]}")
-            if path.startswith("/v1/customers") and status == 200 and "<svg" not in answer.json().get("qr_svg", ""):
-                raise RuntimeError(f"{path}: the kit carries no QR code")
+            if path.startswith("/v1/customers") and status == 200:
+                qr = client.get(urlsplit(answer.json().get("qr_url", "")).path)
+                if qr.status_code != 200 or not qr.text.startswith("<svg"):
+                    raise RuntimeError(f"{path}: the kit's QR code does not load ({qr.status_code})")
 
 
 # --- wrk: maximum throughput -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Literal
 
 from markupsafe import Markup
 
-from engine.kits import Kit, KitMessage, impact_from_edges, kit_context, purchase_names, text_to_html
+from engine.kits import Kit, KitMessage, impact_from_edges, kit_context, purchase_names, qr_svg, text_to_html
 from engine.outreach import OutreachService
 from graph.errors import NotFound
 from graph.model import EventKind
@@ -67,7 +67,8 @@ def render_message_text(kit: Kit, channel: ShareChannel) -> str:
     """The message as the customer sends it: an email's subject first, then the text (which holds the link).
 
     >>> from engine.kits import KitMessage
-    >>> kit = Kit(customer_id="c1", code="ADA7K2", link="https://s.example/r/ADA7K2", qr_svg="<svg/>",
+    >>> kit = Kit(customer_id="c1", code="ADA7K2", link="https://s.example/r/ADA7K2",
+    ...           qr_url="https://s.example/qr/ADA7K2.svg",
     ...           messages=(KitMessage(channel=ShareChannel.SMS, text="Try it https://s.example/r/ADA7K2"),),
     ...           reward_for_you="", reward_for_friend="")
     >>> render_message_text(kit, ShareChannel.SMS)
@@ -81,7 +82,8 @@ def render_message_text(kit: Kit, channel: ShareChannel) -> str:
 def render_message_html(kit: Kit, channel: ShareChannel) -> str:
     """The message as an HTML fragment: text escaped whole, the link, the QR code and the share link.
 
-    The QR code is the kit's own SVG, drawn from the link by the engine; everything else is escaped.
+    The QR code is drawn inline from the link by the engine (the fragment stands alone); everything else is
+    escaped.
     """
     message = kit_message(kit, channel)
     parts = [Markup('<article class="kit-message" lang="{}" data-channel="{}">').format(kit.locale, channel.value)]
@@ -89,7 +91,7 @@ def render_message_html(kit: Kit, channel: ShareChannel) -> str:
         parts.append(Markup('<h2 class="kit-subject">{}</h2>').format(message.subject))
     parts.append(Markup('<div class="kit-text">{}</div>').format(text_to_html(message.text)))
     parts.append(Markup('<p class="kit-link"><a href="{0}">{0}</a></p>').format(kit.link))
-    parts.append(Markup('<figure class="kit-qr">{}</figure>').format(Markup(kit.qr_svg)))  # noqa: S704 - engine's SVG
+    parts.append(Markup('<figure class="kit-qr">{}</figure>').format(Markup(qr_svg(kit.link))))  # noqa: S704 - ours
     if message.share_url:
         parts.append(
             Markup('<p class="kit-share"><a href="{}" rel="noopener noreferrer">{}</a></p>').format(

@@ -201,8 +201,9 @@ class Kit(_Model):
     customer_id: str
     code: str
     link: str
-    qr_svg: str
-    """An inline SVG of the link; no external asset."""
+    qr_url: str
+    """The link's QR code as an SVG image (`/qr/{code}.svg`), cacheable for a day: drawing it was a fifth of a
+    kit's time, and a browser that has it asks no more."""
     messages: tuple[KitMessage, ...]
     reward_for_you: str
     reward_for_friend: str
@@ -497,6 +498,18 @@ def share_url(channel: ShareChannel, *, text: str, link: str, subject: str | Non
         case ShareChannel.COPY_LINK:
             return None
     assert_never(channel)
+
+
+def qr_image_link(link: str) -> str:
+    """Where a referral link's QR code is served, beside the link itself.
+
+    >>> qr_image_link("https://shop.example/r/JANE10")
+    'https://shop.example/qr/JANE10.svg'
+    """
+    base, found, code = link.rpartition("/r/")
+    if not found or not code:
+        raise ValueError(f"not a referral link: {link!r}")
+    return f"{base}/qr/{code}.svg"
 
 
 @lru_cache(maxsize=2048)
@@ -1206,7 +1219,7 @@ class KitRenderer:
             customer_id=ctx.customer_id,
             code=ctx.code,
             link=ctx.link,
-            qr_svg=qr_svg(ctx.link),
+            qr_url=qr_image_link(ctx.link),
             messages=tuple(messages),
             reward_for_you=ctx.reward_for_you,
             reward_for_friend=ctx.reward_for_friend,

@@ -22,6 +22,7 @@ from api.schemas_program import (
     CodeRequest,
     program_problems,
 )
+from engine.kits import qr_svg, referral_link
 from graph.errors import LedgerConflict, NotFound
 from graph.program import Campaign, CampaignStatus, CodeStatus, ReferralCode
 
@@ -227,6 +228,31 @@ async def follow_link(code: CodePath, request: Request, service: ServiceDep, set
             samesite="lax",
         )
     return response
+
+
+QR_HEADERS: Final[dict[str, str]] = {
+    "Cache-Control": "public, max-age=86400",
+    "Content-Security-Policy": "default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+"""A code's QR code changes only with the public base URL: caches may keep it a day. An SVG opened on its own
+is a document, so it may load and run nothing."""
+
+
+@public_router.get(
+    "/qr/{code}.svg",
+    response_class=Response,
+    summary="The QR code of a referral link",
+    description="An SVG image of `<public base url>/r/{code}` (the kit's `qr_url`), cacheable for a day. An "
+    "unknown code answers 404.",
+    responses={200: {"content": {"image/svg+xml": {}}, "description": "The QR code"}, **program_problems(404, 503)},
+)
+async def qr_image(code: CodePath, service: ServiceDep, settings: SettingsDep) -> Response:
+    def draw() -> str:
+        referral, _ = service.follow(code)
+        return qr_svg(referral_link(settings.api.public_base_url, referral.code))
+
+    return Response(await run_in_threadpool(draw), media_type="image/svg+xml", headers=QR_HEADERS)
 
 
 def first_name(name: str | None) -> str | None:

@@ -42,6 +42,11 @@ CAMPAIGN = "spring"
 WIDGET = "document.querySelector('advocacy-share')"
 SHADOW = f"{WIDGET}.shadowRoot"
 STATE = f"(() => {{ const w = {WIDGET}; const s = w && w.state; return s && (s.code || s.error) ? s : null; }})()"
+QR_SHOWN = (
+    f"(() => {{ const qr = {SHADOW}.querySelector('img.qr'); "
+    "return !!qr && !qr.hidden && qr.complete && qr.naturalWidth > 0; })()"
+)
+"""The QR code arrives after the kit: the widget fetches it from the kit's `qr_url`."""
 COPIED_TEXT = f"{SHADOW}.querySelector('.status.copied').textContent"
 STATUS_TEXT = f"{SHADOW}.querySelector('.status:not(.copied)').textContent"
 
@@ -220,6 +225,7 @@ def test_the_widget_on_a_merchant_page_shows_the_customers_own_link_and_copies_i
     assert state["customerId"] == "ada"
     assert [state["code"]] == codes_of(sites, "ada")  # the code the store issued for this customer
     assert state["link"] == f"{sites.api}/r/{state['code']}"
+    browser.wait_for(QR_SHOWN)
 
     shown = browser.evaluate(
         f"""(() => {{ const r = {SHADOW}; const qr = r.querySelector('img.qr');
@@ -327,6 +333,7 @@ def test_the_widget_keeps_its_styles_under_a_strict_content_security_policy(site
     state = browser.wait_for(STATE)
     assert state["error"] is None, state
     assert [state["code"]] == codes_of(sites, "fay")
+    browser.wait_for(QR_SHOWN)  # fetched from the API (connect-src), shown as a data: image (img-src data:)
     styled = browser.evaluate(f"getComputedStyle({SHADOW}.querySelector('button.copy')).backgroundColor")
     assert styled == "rgb(29, 78, 216)"  # --advocacy-accent's default: the widget's stylesheet applied
     assert browser.problems(this_page=True) == []  # and no CSP violation was reported

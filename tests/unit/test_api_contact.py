@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -75,12 +75,32 @@ def unsubscribe_link(directory: Path, to: str) -> str:
 
 
 # --- kits ------------------------------------------------------------------------------------------------------
+def test_a_codes_qr_code_is_an_svg_image_caches_may_keep_and_that_runs_nothing(client: TestClient) -> None:
+    body = kit(client, "fay")
+    image = client.get(urlsplit(body["qr_url"]).path)
+    assert image.status_code == 200, image.text
+    assert image.headers["content-type"] == "image/svg+xml"
+    assert image.headers["cache-control"] == "public, max-age=86400"
+    assert image.headers["content-security-policy"] == "default-src 'none'"
+    assert image.headers["x-content-type-options"] == "nosniff"
+    assert image.text.startswith("<svg")
+    assert "href" not in image.text
+    assert "<script" not in image.text
+    assert f"<title>{body['link']}</title>" in image.text  # screen readers hear the link
+    assert client.get(f"/qr/{body['code'].lower()}.svg").text == image.text  # as forgiving as the link
+
+
+def test_an_unknown_codes_qr_code_is_not_found(client: TestClient) -> None:
+    response = client.get("/qr/NOSUCHCODE.svg")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
 def test_a_kit_has_the_link_its_qr_code_a_message_per_channel_and_the_rewards(client: TestClient) -> None:
     body = kit(client, "fay")
     code = client.get("/v1/customers/fay/codes").json()["items"][0]["code"]
     assert (body["customer_id"], body["code"], body["link"]) == ("fay", code, f"http://127.0.0.1:8000/r/{code}")
-    assert body["qr_svg"].startswith("<svg")
-    assert "href" not in body["qr_svg"]
+    assert body["qr_url"] == f"http://127.0.0.1:8000/qr/{code}.svg"
     channels = [m["channel"] for m in body["messages"]]
     assert sorted(channels) == sorted(["email", "sms", "whatsapp", "x", "linkedin", "facebook", "copy_link"])
     messages = {m["channel"]: m for m in body["messages"]}

@@ -56,7 +56,7 @@ def text_of(material: dict[str, Any], channel: str) -> str:
 def test_more_material_is_the_customers_own_kit_with_a_message_on_every_channel(client: TestClient) -> None:
     material = more(client)
     own = kit(client, "ada")
-    assert (material["code"], material["link"], material["qr_svg"]) == (own["code"], own["link"], own["qr_svg"])
+    assert (material["code"], material["link"], material["qr_url"]) == (own["code"], own["link"], own["qr_url"])
     assert [m["channel"] for m in material["messages"]] == EVERY_CHANNEL
     assert material["messages"] == own["messages"]
 

@@ -439,7 +439,7 @@ def test_a_kit_reports_rewards_segment_locale_and_assets(renderer: KitRenderer) 
     assert kit.reward_for_friend == "5 EUR off your first order"
     assert kit.segment is Segment.INFLUENCER
     assert kit.locale == "en"
-    assert kit.qr_svg.startswith("<svg")
+    assert kit.qr_url == f"{BASE}/qr/{kit.code}.svg"
     assert kit.template_ids[ShareChannel.WHATSAPP] == "builtin-share-whatsapp-influencer-en"
 
 

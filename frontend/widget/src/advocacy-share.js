@@ -325,7 +325,7 @@ export class AdvocacyShare extends HTMLElement {
     ui.rewards.hidden = ui.rewards.childElementCount === 0;
     ui.link.value = kit.link;
     ui.code.textContent = kit.code;
-    ui.qr.src = svgImageSource(kit.qr_svg);
+    void this.#drawQr(kit.qr_url);
     ui.channels.replaceChildren(
       ...shareButtons(kit.messages).map(({ channel, label, href, newTab }) => {
         const anchor = h("a", { class: "channel", part: "channel", href, "data-channel": channel }, [label]);
@@ -339,6 +339,28 @@ export class AdvocacyShare extends HTMLElement {
     );
     ui.channels.hidden = ui.channels.childElementCount === 0;
     ui.body.hidden = false;
+  }
+
+  /**
+   * The QR code, fetched from the API (which `connect-src` already allows and the browser caches for a day) and
+   * shown as a `data:` image, so a page whose `img-src` allows only `data:` still shows it. The link and the
+   * buttons work without it, so a failure only leaves it out.
+   *
+   * @param {string} url
+   */
+  async #drawQr(url) {
+    const qr = this.#ui.qr;
+    qr.hidden = true;
+    try {
+      const response = await fetch(url, { mode: "cors", credentials: "omit", referrerPolicy: "no-referrer" });
+      if (!response.ok) return;
+      const svg = await response.text();
+      if (this.#kit?.qr_url !== url) return; // a newer kit is on show
+      qr.src = svgImageSource(svg);
+      qr.hidden = false;
+    } catch {
+      // no picture; everything else stands
+    }
   }
 
   /** @param {unknown} error */

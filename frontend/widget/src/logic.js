@@ -8,7 +8,7 @@
  * @typedef {{channel: string, subject?: string | null, text: string, share_url?: string | null}} KitMessage
  * @typedef {{id: string, title: string, url: string, kind?: string}} KitAsset
  * @typedef {{
- *   customer_id: string, code: string, link: string, qr_svg: string, messages: KitMessage[],
+ *   customer_id: string, code: string, link: string, qr_url: string, messages: KitMessage[],
  *   reward_for_you: string, reward_for_friend: string, friend_offer?: string, assets?: KitAsset[],
  *   segment?: string | null, locale?: string,
  * }} Kit
