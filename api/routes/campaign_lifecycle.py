@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from api.deps import ServiceDep
+from api.params import CampaignIdPath
 from api.schemas import problem_responses
 from graph.program import Campaign, CampaignStatus
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 
-CampaignIdPath = Annotated[str, Path(description="A campaign's id.", examples=["spring-2024"])]
 
 _WHILE_STOPPED: Final = (
     "While a campaign is not active, `/r/{code}` still records the click and shows the landing page but attributes "

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from api.deps import OutreachServiceDep
+from api.params import CustomerIdPath
 from api.schemas_outreach import InvitationRequest, InvitationResult, ResponseRequest
 from api.schemas_program import program_problems
 from engine.kits import Kit
@@ -24,7 +25,6 @@ from graph.model import ContactChannel, Event, EventKind
 router = APIRouter(prefix="/v1", tags=["kits"])
 public_router = APIRouter(tags=["unsubscribe"])
 
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
 TokenPath = Annotated[str, Path(description="The signed token from the message's unsubscribe link.")]
 
 PRIVATE_PAGE_HEADERS: Final[dict[str, str]] = {

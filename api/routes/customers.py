@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 
 from api.deps import ContactHolderDep, StoreDep
+from api.params import CustomerIdPath
 from api.schemas import CUSTOMER_EXAMPLE, CustomerDetail, CustomerPage, problem_responses
 from engine import erasure, views
 from graph.model import Customer, ErasureReport
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
-
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
 
 
 @router.get(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from api.deps import StoreDep
+from api.params import CustomerIdPath
 from api.schemas import problem_responses
 from api.schemas_customers import EVENT_EXAMPLE, EventCreate, EventPage
 from engine.events import MAX_PAGE, page_events, record_event
@@ -19,8 +20,6 @@ from graph.model import Event, EventKind
 
 router = APIRouter(prefix="/v1", tags=["events"])
 customer_router = APIRouter(prefix="/v1", tags=["events"])
-
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
 
 
 @router.post(

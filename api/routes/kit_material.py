@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from api.deps import OutreachServiceDep
+from api.params import CustomerIdPath
 from api.schemas import problem_responses
 from api.schemas_customers import KitFormatQuery, MaterialRequest
 from engine.kit_material import material_for_friend, render_message
@@ -17,7 +18,6 @@ from graph.outreach import ShareChannel
 
 customer_router = APIRouter(prefix="/v1", tags=["kits"])
 
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
 
 PRIVATE_HEADERS: Final[dict[str, str]] = {
     "Cache-Control": "no-store",

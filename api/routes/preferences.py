@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body
 
 from api.auth import Customer, PrincipalDep
 from api.deps import ClockDep, StoreDep
+from api.params import CustomerIdPath
 from api.schemas import problem_responses
 from api.schemas_customers import Preferences
 from engine.preferences import PreferenceChange, change_preferences, read_preferences
 
 customer_router = APIRouter(prefix="/v1", tags=["preferences"])
-
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
 
 
 @customer_router.get(

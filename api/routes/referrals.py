@@ -9,11 +9,12 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import ClockDep, ServiceDep, SettingsDep, StoreDep
+from api.params import CampaignIdPath, CodePath, CustomerIdPath
 from api.schemas_program import (
     CAMPAIGN_EXAMPLE,
     CampaignCreate,
@@ -32,12 +33,6 @@ public_router = APIRouter(tags=["public"])
 PRIVATE_LINK_HEADERS: Final[dict[str, str]] = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 """A referral link is personal: no cache may replay one visitor's cookie to another, and the code in the URL
 is not passed on to the sites the landing page links to."""
-
-CampaignIdPath = Annotated[str, Path(description="A campaign's id.", examples=["spring-2024"])]
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
-CodePath = Annotated[
-    str, Path(description="A referral code; case and the separators `-` and `_` do not matter.", examples=["ADA7K2"])
-]
 
 
 # --- campaigns ---------------------------------------------------------------------------------------------

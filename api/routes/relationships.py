@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 
 from api.deps import StoreDep
+from api.params import CustomerIdPath
 from api.schemas import problem_responses
 from api.schemas_customers import (
     RELATIONSHIP_BATCH_EXAMPLE,
@@ -20,8 +21,6 @@ from engine.relationships import MAX_PAGE, Direction, page_relationships, write_
 from graph.model import EdgeType
 
 router = APIRouter(prefix="/v1", tags=["relationships"])
-
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
 
 
 @router.get(

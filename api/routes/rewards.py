@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query
 
 from api.deps import PayingServiceDep, ServiceDep, StoreDep
+from api.params import CustomerIdPath
 from api.routes.conversions import MAX_PAGE, page_conversions
 from api.schemas_program import (
     AdvanceResult,
@@ -23,8 +24,6 @@ from api.schemas_program import (
 from graph.program import Conversion, ConversionStatus, Reward, RewardState
 
 router = APIRouter(prefix="/v1")
-
-CustomerIdPath = Annotated[str, Path(description="The merchant's customer id.", examples=["cust-0042"])]
 
 
 @router.get(
