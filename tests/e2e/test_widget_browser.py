@@ -32,7 +32,8 @@ from graph.factory import open_store
 from graph.model import EventKind, utcnow
 from graph.program_store import Store
 from tests.api_support import campaign_body, seed_network
-from tests.e2e.browser_support import Chromium, DevTools, free_port, launch_chromium, serve_app
+from tests.e2e.browser_support import Chromium, DevTools, launch_chromium, serve_app
+from tests.net_support import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

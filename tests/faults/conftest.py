@@ -22,6 +22,7 @@ import redis
 
 from engine.worker_process import kill_worker, start_worker, stop_worker
 from tests.integration.test_outreach_dispatch import Mailbox, smtp_sink
+from tests.net_support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NEO4J_MODULE = ROOT / "tools" / "neo4j-server"
@@ -29,14 +30,6 @@ NEO4J_MAIN = "neo4jlauncher.Neo4jServer"
 NEO4J_START_S = 120.0
 REDIS_START_S = 10.0
 WORKER_START_S = 120.0
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:

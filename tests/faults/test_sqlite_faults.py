@@ -36,9 +36,10 @@ from graph.outreach import Audience, AudienceKind, MessageStatus, Outreach
 from graph.program_store import Store
 from graph.sqlite_store import SqliteStore
 from tests.api_support import PROBLEM_JSON, api_client
-from tests.faults.conftest import ROOT, free_port
+from tests.faults.conftest import ROOT
 from tests.faults.sqlite_writer import CODES
 from tests.integration.test_outreach_dispatch import awake_zone
+from tests.net_support import free_port
 from tests.program_factories import make_campaign, make_code
 
 pytestmark = pytest.mark.slow

@@ -37,6 +37,7 @@ from engine.webhooks import SIGNATURE_HEADER, verify
 from graph.errors import InvalidInput
 from graph.model import ContactChannel
 from graph.outreach import MessageKind
+from tests.net_support import free_port
 
 SENDER = "Shop <hello@shop.example>"
 SECRET = "sms-secret-for-tests"
@@ -55,12 +56,6 @@ def outgoing(**overrides: Any) -> Outgoing:
     }
     fields.update(overrides)
     return Outgoing(**fields)
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- SMTP -----------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ SIGKILLed in the middle of a campaign and another takes over: nothing is lost, n
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 import threading
 import time
@@ -34,6 +33,7 @@ from graph.model import ContactChannel, Customer, CustomerScores, Segment, utcno
 from graph.outreach import Audience, AudienceKind, HoldReason, MessageStatus, Outreach
 from graph.program_store import Store
 from tests.integration.conftest import kill_worker, start_worker, stop_worker
+from tests.net_support import free_port
 from tests.program_factories import make_campaign
 
 pytestmark = [pytest.mark.redis, pytest.mark.celery]
@@ -61,13 +61,6 @@ class Mailbox:
     def snapshot(self) -> list[tuple[str, str]]:
         with self.lock:
             return list(self.received)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
