@@ -116,3 +116,19 @@ def make_run(**overrides: Any) -> AnalysisRun:
 
 def _id(customer: Customer | str) -> str:
     return customer if isinstance(customer, str) else customer.id
+
+
+class Clock:
+    """A clock the test moves by hand, so hold periods pass in microseconds."""
+
+    def __init__(self, start: datetime = BASE_TIME) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+    def iso(self, **delta: float) -> str:
+        return (self.now + timedelta(**delta)).isoformat()

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from graph.program_store import ERASED, Store
 from graph.sqlite_store import SCHEMA_VERSION, SqliteStore
 from tests.factories import (
     BASE_TIME,
+    Clock,
     make_customer,
     make_event,
     make_influence,
@@ -58,17 +59,6 @@ from tests.outreach_factories import make_message, make_outreach, make_suppressi
 from tests.program_factories import make_campaign
 
 ACCOUNTS = ("cust00", "cust01", "friend1", "friend2", ERASED)
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def seed(store: Store) -> None:

@@ -7,7 +7,7 @@ service the API and the workers call.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,22 +28,9 @@ from graph.program import (
 )
 from graph.program_store import Store
 from graph.sqlite_store import SqliteStore
-from tests.factories import BASE_TIME, make_customer
+from tests.factories import BASE_TIME, Clock, make_customer
 from tests.neo4j_support import open_neo4j
 from tests.program_factories import make_campaign
-
-
-class Clock:
-    """A clock the test moves by hand, so hold periods pass in microseconds."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])

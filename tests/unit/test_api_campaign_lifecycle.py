@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.factories import Clock
 from tests.unit.test_api_referrals import (
     START,
-    Clock,
     assert_problem,
     follow,
     issue_code,

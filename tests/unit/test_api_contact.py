@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from engine.settings import Settings
 from engine.unsubscribe import make_token
 from graph.model import ContactChannel, EventKind
+from tests.factories import Clock
 from tests.unit.test_api_outreach import (
     counts,
     held_reasons,
@@ -26,7 +27,7 @@ from tests.unit.test_api_outreach import (
     recipients,
     seed_outreach_people,
 )
-from tests.unit.test_api_referrals import START, Clock, assert_problem, opened_program, post_campaign
+from tests.unit.test_api_referrals import START, assert_problem, opened_program, post_campaign
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
 FRIEND = "Grace.Hopper@Example.org"

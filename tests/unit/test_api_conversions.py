@@ -17,9 +17,9 @@ from pydantic import SecretStr
 from engine.settings import ReferralSettings
 from engine.webhooks import sign
 from tests.api_support import sqlite_url
+from tests.factories import Clock
 from tests.unit.test_api_referrals import (
     START,
-    Clock,
     assert_problem,
     follow,
     issue_code,

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api_support import opened
-from tests.factories import make_customer
+from tests.factories import Clock, make_customer
 from tests.unit.test_api_contact import kit
 from tests.unit.test_api_outreach import outreach_client, seed_outreach_people
-from tests.unit.test_api_referrals import START, Clock, assert_problem, post_campaign
+from tests.unit.test_api_referrals import START, assert_problem, post_campaign
 
 EVERY_CHANNEL = ["whatsapp", "email", "sms", "x", "linkedin", "facebook", "copy_link"]
 

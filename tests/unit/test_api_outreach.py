@@ -22,10 +22,9 @@ from engine.settings import Settings
 from graph.model import ContactChannel, Segment
 from graph.outreach import OutreachStatus
 from tests.api_support import opened
-from tests.factories import make_customer, make_run, make_scores
+from tests.factories import Clock, make_customer, make_run, make_scores
 from tests.unit.test_api_referrals import (
     START,
-    Clock,
     assert_problem,
     opened_program,
     post_campaign,

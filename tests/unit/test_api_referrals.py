@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,26 +23,10 @@ from engine.settings import Settings
 from graph.program import CampaignStatus, CodeStatus
 from graph.program_store import Store
 from tests.api_support import PROBLEM_JSON, campaign_body, opened, sign_in, sqlite_url
-from tests.factories import BASE_TIME, make_customer
+from tests.factories import BASE_TIME, Clock, make_customer
 
 START = BASE_TIME + timedelta(days=30)
 """The programme's "now" when a test starts: the seeded customers are a month old."""
-
-
-class Clock:
-    """A clock the test moves by hand, so hold periods pass in microseconds."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-    def iso(self, **delta: float) -> str:
-        return (self.now + timedelta(**delta)).isoformat()
 
 
 @pytest.fixture

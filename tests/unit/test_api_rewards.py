@@ -15,9 +15,9 @@ from api.deps import get_fulfiller
 from engine.fulfilment import FulfilmentError
 from graph.program import Reward
 from tests.api_support import sqlite_url
+from tests.factories import Clock
 from tests.unit.test_api_referrals import (
     START,
-    Clock,
     assert_problem,
     follow,
     issue_code,

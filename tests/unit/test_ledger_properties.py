@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
@@ -32,7 +32,7 @@ from graph.program import (
     balances_from_entries,
 )
 from graph.sqlite_store import SqliteStore
-from tests.factories import BASE_TIME, make_customer
+from tests.factories import BASE_TIME, Clock, make_customer
 from tests.program_factories import make_campaign
 
 REFERRERS = ("r0", "r1")
@@ -51,14 +51,6 @@ RULES = (
     RewardRule(id="second", side=RewardSide.REFERRER, kind=RewardKind.BADGE, milestone=2),
     RewardRule(id="share", side=RewardSide.REFERRER, kind=RewardKind.CASH, percent=5, min_order_minor=2000),
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = BASE_TIME
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class LedgerMachine(RuleBasedStateMachine):
