@@ -8,7 +8,7 @@ customer's latest), walked in customer id order as `engine.views` pages customer
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -19,7 +19,7 @@ from engine.analysis import SEGMENT_ORDER
 from engine.segments import SegmentThresholds
 from graph.errors import InvalidInput
 from graph.model import AnalysisRun, CustomerScores, Segment
-from graph.store import GraphStore
+from graph.store import GraphStore, closing_stream
 
 MAX_PAGE: Final = 500
 RUNS_SEARCHED: Final = 50
@@ -110,15 +110,6 @@ def _thresholds(run: AnalysisRun | None) -> SegmentThresholds:
     return SegmentThresholds()
 
 
-def _closing(scores: Iterator[CustomerScores]) -> Iterator[CustomerScores]:
-    try:
-        yield from scores
-    finally:
-        close = getattr(scores, "close", None)
-        if close is not None:
-            close()
-
-
 def _counts(store: GraphStore, run: AnalysisRun) -> dict[Segment, int]:
     """The counts the run recorded, or else those of the stored scores it wrote."""
     recorded = run.summary.get("segments")
@@ -127,7 +118,7 @@ def _counts(store: GraphStore, run: AnalysisRun) -> dict[Segment, int]:
         if all(isinstance(n, int) for n in counts.values()):
             return {s: int(n or 0) for s, n in counts.items()}
     tally = dict.fromkeys(Segment, 0)
-    for scores in _closing(store.iter_scores()):
+    for scores in closing_stream(store.iter_scores()):
         if scores.run_id == run.id:
             tally[scores.segment] += 1
     return tally
@@ -155,7 +146,7 @@ def page_segment(store: GraphStore, segment: Segment, *, limit: int = 100, after
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
     items: list[CustomerScores] = []
     more = False
-    for scores in _closing(store.iter_scores(batch_size=max(limit + 1, 1000))):
+    for scores in closing_stream(store.iter_scores(batch_size=max(limit + 1, 1000))):
         if scores.segment is not segment or (after is not None and scores.customer_id <= after):
             continue
         if len(items) == limit:

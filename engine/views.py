@@ -54,7 +54,7 @@ from graph.program import (
     Touch,
 )
 from graph.program_store import Store
-from graph.store import GraphStore
+from graph.store import GraphStore, closing_stream
 
 if TYPE_CHECKING:
     from engine.outreach import OutreachService
@@ -75,16 +75,6 @@ def influence_of(scores: Mapping[str, float]) -> float | None:
         if value is not None:
             return float(value)
     return None
-
-
-def _closing(iterator: Iterator[T]) -> Iterator[T]:
-    """Yield from a store stream and close it early when the caller stops (releases its cursor)."""
-    try:
-        yield from iterator
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
 
 
 # --- customers --------------------------------------------------------------------------------------------------
@@ -121,7 +111,7 @@ def page_customers(store: GraphStore, *, cursor: str | None = None, limit: int =
     after = decode_cursor(cursor) if cursor else None
     items: list[Customer] = []
     more = False
-    for customer in _closing(store.iter_customers(batch_size=max(limit + 1, 1000))):
+    for customer in closing_stream(store.iter_customers(batch_size=max(limit + 1, 1000))):
         if after is not None and customer.id <= after:
             continue
         if len(items) == limit:
@@ -192,7 +182,7 @@ def network_view(store: GraphStore, *, limit: int = 200) -> NetworkView:
     scored = _top(
         (
             (influence, s.customer_id, s)
-            for s in _closing(store.iter_scores())
+            for s in closing_stream(store.iter_scores())
             if (influence := influence_of(s.scores)) is not None
         ),
         limit,
@@ -201,7 +191,7 @@ def network_view(store: GraphStore, *, limit: int = 200) -> NetworkView:
     ranked_by = "influence" if chosen else "degree"
     if len(chosen) < limit:
         degree: Counter[str] = Counter()
-        for edge in _closing(store.iter_edges()):
+        for edge in closing_stream(store.iter_edges()):
             degree[edge.source] += 1
             degree[edge.target] += 1
         for _, cid, _ in _top(((float(d), cid, None) for cid, d in degree.items() if cid not in chosen), limit):
@@ -210,7 +200,7 @@ def network_view(store: GraphStore, *, limit: int = 200) -> NetworkView:
             chosen[cid] = store.get_scores(cid)
     edges: dict[tuple[str, str, str], ViewEdge] = {}
     view_degree: Counter[str] = Counter()
-    for edge in _closing(store.iter_edges()):
+    for edge in closing_stream(store.iter_edges()):
         if edge.source in chosen and edge.target in chosen:
             key = (edge.source, edge.target, edge.type.value)
             if key not in edges:
@@ -280,7 +270,7 @@ def dashboard_summary(store: GraphStore, *, top: int = 10) -> DashboardSummary:
             yield (influence if influence is not None else -math.inf), s.customer_id, s
 
     top_influencers: list[RankedCustomer] = []
-    for influence, cid, s in _top(counted(_closing(store.iter_scores())), top):
+    for influence, cid, s in _top(counted(closing_stream(store.iter_scores())), top):
         try:
             label = store.get_customer(cid).name or cid
         except NotFound:  # erased since the scores were read

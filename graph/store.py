@@ -8,7 +8,7 @@ the same rows again changes nothing. Errors are raised as `graph.errors` classes
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from graph.model import (
     AnalysisRun,
@@ -158,3 +158,16 @@ class RowWriter:
     def add_events(self, events: Sequence[Event]) -> int:
         self._write_rows((), (), (), events)
         return len(events)
+
+
+T = TypeVar("T")
+
+
+def closing_stream(iterator: Iterator[T]) -> Iterator[T]:
+    """Yield from a store stream and close it early when the caller stops (releases its cursor or session)."""
+    try:
+        yield from iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
