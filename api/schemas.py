@@ -253,6 +253,12 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _TextIn(_In):
+    """Request input of typed-in text (names, templates): surrounding whitespace is dropped."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+
 ANALYSIS_PARAMS_EXAMPLE: dict[str, Any] = {"seed": 7, "resolution": 1.0, "top_n": 10}
 
 FORECAST_EXAMPLE: dict[str, Any] = {

@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from api.schemas import _Out, _TextIn
 from engine.preferences import ContactPreferences
 from engine.relationships import Direction, Relationship
 from engine.segment_catalog import SegmentOverview
@@ -40,16 +41,6 @@ MAX_BATCH = 10_000
 transaction holding the store's write lock. Larger loads go through the CLI importer."""
 BatchRows = Annotated[list[T], Field(max_length=MAX_BATCH)]
 """One kind of rows in a request body; a longer list is refused (422 naming it) before its rows are validated."""
-
-
-class _In(BaseModel):
-    """Request input: unknown fields are refused (422), so a typo never silently falls back to a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
 
 # --- relationships -----------------------------------------------------------------------------------------
@@ -132,7 +123,7 @@ class RelationshipPage(_Out):
     next: str | None = Field(description="Opaque; null on the last page.")
 
 
-class RelationshipBatch(_In):
+class RelationshipBatch(_TextIn):
     """Referrals and influences to create or update together: all of them, or none when a row is wrong."""
 
     model_config = ConfigDict(
@@ -165,7 +156,7 @@ EVENT_EXAMPLE: dict[str, Any] = {
 }
 
 
-class EventCreate(_In):
+class EventCreate(_TextIn):
     """An event of the customer in the path. The same `id` sent again is one event (a redelivery)."""
 
     model_config = ConfigDict(
@@ -311,7 +302,7 @@ class Preferences(_Out):
 
 
 # --- material for a friend ---------------------------------------------------------------------------------
-class MaterialRequest(_In):
+class MaterialRequest(_TextIn):
     """Ask for more material to pass on to a friend: the kit's messages in the friend's language and channels."""
 
     model_config = ConfigDict(

@@ -13,8 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from api.schemas import _Out, _TextIn
 from engine.ab import VariantResult
 from engine.outreach import PlanReport
 from graph.model import ContactChannel, EventKind, Segment
@@ -65,18 +66,8 @@ PLAN_EXAMPLE: dict[str, Any] = {
 
 
 # --- shared -----------------------------------------------------------------------------------------------
-class _In(BaseModel):
-    """Request input: unknown fields are refused (422), so a typo never silently falls back to a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
 # --- templates ---------------------------------------------------------------------------------------------
-class TemplateChange(_In):
+class TemplateChange(_TextIn):
     """A template's content, as a marketer writes it; the server sets `version` and `updated_at`."""
 
     model_config = ConfigDict(
@@ -120,7 +111,7 @@ class TemplateList(_Out):
     items: list[Template]
 
 
-class PreviewRequest(_In):
+class PreviewRequest(_TextIn):
     """A template (saved or not) and the customer and campaign to render it for."""
 
     model_config = ConfigDict(
@@ -143,7 +134,7 @@ class Preview(_Out):
 
 
 # --- outreach plans ----------------------------------------------------------------------------------------
-class OutreachCreate(_In):
+class OutreachCreate(_TextIn):
     """A new outreach plan, saved as a draft: an `Outreach` without `status`, `created_at` or `started_at`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [OUTREACH_EXAMPLE]})
@@ -270,7 +261,7 @@ class ResponseKind(StrEnum):
     CONTENT = EventKind.CONTENT.value
 
 
-class ResponseRequest(_In):
+class ResponseRequest(_TextIn):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
@@ -285,7 +276,7 @@ class ResponseRequest(_In):
     campaign_id: Slug | None = None
 
 
-class InvitationRequest(_In):
+class InvitationRequest(_TextIn):
     """Invite a friend by email on the customer's behalf; the friend's own limits apply across all advocates."""
 
     model_config = ConfigDict(

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from api.schemas import problem_responses
+from api.schemas import _In, _Out, problem_responses
 from graph.model import Customer
 from graph.program import (
     Attribution,
@@ -174,16 +174,6 @@ WEBHOOK_EVENT_EXAMPLE: dict[str, Any] = {
 
 
 # --- shared -----------------------------------------------------------------------------------------------
-class _In(BaseModel):
-    """Request input: unknown fields are refused (422), so a typo never silently falls back to a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
 def program_problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`problem_responses` plus the statuses only the programme's routes answer (signatures, a missing secret)."""
     responses = problem_responses(*statuses)
