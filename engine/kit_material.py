@@ -15,10 +15,9 @@ from typing import Literal
 
 from markupsafe import Markup
 
-from engine.kits import Kit, KitMessage, impact_from_edges, kit_context, purchase_names, qr_svg, text_to_html
+from engine.kits import Kit, KitMessage, qr_svg, text_to_html
 from engine.outreach import OutreachService
 from graph.errors import NotFound
-from graph.model import EventKind
 from graph.outreach import ShareChannel, TemplatePurpose, customer_key
 
 KitFormat = Literal["html", "text"]
@@ -35,23 +34,11 @@ def material_for_friend(
     """The customer's kit with its messages for a friend: in `locale` (default: the customer's own) and for
     `channels` (default: every share channel). `NotFound` for an unknown customer or campaign."""
     store = service.store
-    customer = store.get_customer(customer_id)
-    campaign = store.get_campaign(campaign_id)
+    store.get_customer(customer_id)  # unknown people and campaigns are NotFound before a code is issued
+    store.get_campaign(campaign_id)
     code = service.code_for(customer_id, campaign_id)
     service.limiter.record_engagement(customer_key(customer_id), at=service.clock())
-    purchases = store.events_of(customer_id, kind=EventKind.PURCHASE, limit=20)
-    link = service.unsubscribe_link(customer_key(customer_id))
-    context = kit_context(
-        customer.model_copy(update={"locale": locale}) if locale else customer,
-        code,
-        campaign,
-        scores=store.get_scores(customer_id),
-        impact=impact_from_edges(customer_id, store.referrals_from(customer_id)),
-        purchases=purchase_names([*(event.attributes for event in purchases), customer.attributes]),
-        public_base_url=service.settings.api.public_base_url,
-        unsubscribe_url=link,
-        preferences_url=link,
-    )
+    context = service.kit_context_of(customer_id, code, locale=locale)
     return service.renderer.render_kit(context, marketer=store.list_templates(TemplatePurpose.SHARE), channels=channels)
 
 

@@ -1402,10 +1402,14 @@ def load_kit_context(
     kit_url: str | None = None,
     assets: Sequence[Asset] = (),
     impact: Impact | None = None,
+    locale: str | None = None,
 ) -> KitContext:
     """Read what a kit says about a customer: the customer, their latest scores, the campaign, their impact
-    (their own `REFERRED` edges) and what they bought (their latest purchase events, then their attributes)."""
+    (their own `REFERRED` edges) and what they bought (their latest purchase events, then their attributes).
+    `locale` speaks in another language than the customer's own (material for a friend)."""
     customer = store.get_customer(customer_id)
+    if locale:
+        customer = customer.model_copy(update={"locale": locale})
     scores = store.get_scores(customer_id)
     campaign = store.link_campaign(code.campaign_id)
     if impact is None:

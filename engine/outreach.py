@@ -124,7 +124,7 @@ class OutreachService:
     def preview_template(self, template: Template, customer_id: str, campaign_id: str) -> str:
         """What `template` would say to this customer, without saving it (validated first)."""
         self.renderer.validate(template)
-        context = self._context(customer_id, self.code_for(customer_id, campaign_id))
+        context = self.kit_context_of(customer_id, self.code_for(customer_id, campaign_id))
         return self.renderer.preview(template, context)
 
     # --- outreach plans ----------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ class OutreachService:
             purpose = TemplatePurpose.MESSAGE
             template_id = _message_template(outreach, message) if outreach is not None else None
         campaign_id = outreach.campaign_id if outreach is not None else self.settings.referral.default_campaign
-        context = self._context(advocate, self.code_for(advocate, campaign_id), unsubscribe=link)
+        context = self.kit_context_of(advocate, self.code_for(advocate, campaign_id), unsubscribe=link)
         rendered = self.renderer.render_message(
             context,
             purpose=purpose,
@@ -375,7 +375,7 @@ class OutreachService:
             chosen = assign_variant(outreach.id, customer_key(customer_id), outreach.variants)
             variant = next(v for v in outreach.variants if v.id == chosen)
         self.limiter.record_engagement(customer_key(customer_id), at=self.clock())
-        context = self._context(customer_id, self.code_for(customer_id, campaign_id))
+        context = self.kit_context_of(customer_id, self.code_for(customer_id, campaign_id))
         return self.renderer.render_kit(
             context, variant=variant, marketer=self.store.list_templates(TemplatePurpose.SHARE)
         )
@@ -569,11 +569,20 @@ class OutreachService:
             return active[-1]
         return self.referrals.issue_code(customer_id, campaign_id)
 
-    def _context(self, customer_id: str, code: ReferralCode, *, unsubscribe: str | None = None) -> KitContext:
+    def kit_context_of(
+        self, customer_id: str, code: ReferralCode, *, unsubscribe: str | None = None, locale: str | None = None
+    ) -> KitContext:
+        """What a kit of `code` says about the customer, with their own unsubscribe link unless one is given."""
         base = self.settings.api.public_base_url
         link = unsubscribe or self.unsubscribe_link(customer_key(customer_id))
         return load_kit_context(
-            self.store, customer_id, code, public_base_url=base, unsubscribe_url=link, preferences_url=link
+            self.store,
+            customer_id,
+            code,
+            public_base_url=base,
+            unsubscribe_url=link,
+            preferences_url=link,
+            locale=locale,
         )
 
     def _invitations_outreach(self, campaign_id: str) -> str:
