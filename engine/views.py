@@ -419,12 +419,11 @@ class TargetsView:
         return [row.target.customer_id for row in self.rows if row.picked]
 
 
-def label_of(store: GraphStore, customer_id: str) -> str:
-    """The customer's name for a page, or their id (also once they are erased)."""
-    try:
-        return store.get_customer(customer_id).name or customer_id
-    except NotFound:
-        return customer_id
+def labels_of(store: GraphStore, customer_ids: Iterable[str]) -> dict[str, str]:
+    """Each customer's name for a page, or their id (also once they are erased), read in one go."""
+    wanted = list(dict.fromkeys(customer_ids))
+    found = store.get_customers(wanted)
+    return {cid: (found[cid].name if cid in found else None) or cid for cid in wanted}
 
 
 def plan_forecast(
@@ -493,7 +492,8 @@ def targets_view(
     except InvalidInput as exc:
         return TargetsView(None, [], exc.detail, None)
     kept = set(choice.seeds) if picked is None else set(picked)
-    rows = [TargetRow(t, label_of(store, t.customer_id), t.customer_id in kept) for t in choice.targets]
+    labels = labels_of(store, (t.customer_id for t in choice.targets))
+    rows = [TargetRow(t, labels[t.customer_id], t.customer_id in kept) for t in choice.targets]
     seeds = [row.target.customer_id for row in rows if row.picked]
     forecast = plan_forecast(
         store,
@@ -593,10 +593,11 @@ def referral_trail(store: Store, order_id: str) -> ReferralTrail:
         except NotFound:
             continue
         rewards.append(RewardTrail(reward, store.ledger_entries(reward_id=reward_id)))
+    labels = labels_of(store, [order.customer_id, *([attribution.referrer_id] if attribution is not None else [])])
     return ReferralTrail(
         conversion=conversion,
-        buyer=label_of(store, order.customer_id),
-        referrer=label_of(store, attribution.referrer_id) if attribution is not None else None,
+        buyer=labels[order.customer_id],
+        referrer=labels[attribution.referrer_id] if attribution is not None else None,
         campaign=campaign,
         code=code,
         touches=steps,

@@ -185,6 +185,7 @@ _customer_fields = ", ".join(
 CUSTOMER_FIELD_COUNT: Final = 8 + len(CONSENT_PROPERTIES)
 
 GET_CUSTOMER: Final = f"MATCH (c:Customer {{id: $id}}) RETURN [{_customer_fields}] AS row"
+GET_CUSTOMERS: Final = f"UNWIND $ids AS id MATCH (c:Customer {{id: id}}) RETURN [{_customer_fields}] AS row"
 
 _page = """
 MATCH (c:Customer) WHERE c.id > $after{also}

@@ -570,6 +570,18 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
 
         return self._read("look up customers", work)
 
+    def get_customers(self, customer_ids: Iterable[str]) -> dict[str, Customer]:
+        wanted = list(dict.fromkeys(customer_ids))
+        if not wanted:
+            return {}
+
+        def work(tx: ManagedTransaction) -> list[list[Any]]:
+            return [
+                list(rec["row"]) for ids in _chunks(wanted, 10_000) for rec in tx.run(cypher.GET_CUSTOMERS, ids=ids)
+            ]
+
+        return {customer.id: customer for customer in map(_customer_from, self._read("read customers", work))}
+
     def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
         def work(tx: ManagedTransaction) -> list[EdgeRecord]:
             rows = [record["row"] for record in tx.run(cypher.REFERRALS_FROM, id=customer_id)]

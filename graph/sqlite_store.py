@@ -169,6 +169,7 @@ _MISSING_CUSTOMERS = """
 """
 _TALLY = "INSERT INTO erasure_tally (key, count) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET count = count + ?2"
 _CUSTOMER_COLUMNS = "id, name, email, phone, locale, timezone, consent, attributes, created_at_us"
+_CUSTOMER_COLUMNS_OF_C = ", ".join(f"c.{column.strip()}" for column in _CUSTOMER_COLUMNS.split(","))
 _SCORE_COLUMNS = "customer_id, run_id, segment, explanation, scores, community"
 _RUN_COLUMNS = "id, started_at_us, finished_at_us, status, params, timings, summary"
 
@@ -729,6 +730,16 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
             begin=False,
         )
         return {row[0] for row in rows}
+
+    def get_customers(self, customer_ids: Iterable[str]) -> dict[str, Customer]:
+        wanted = list(dict.fromkeys(customer_ids))
+        if not wanted:
+            return {}
+        sql = f"SELECT {_CUSTOMER_COLUMNS_OF_C} FROM json_each(?) AS j JOIN customers AS c ON c.id = j.value"  # noqa: S608
+        rows: list[Row] = self._run(
+            lambda conn: conn.execute(sql, (json.dumps(wanted),)).fetchall(), write=False, begin=False
+        )
+        return {customer.id: customer for customer in map(_customer_from, rows)}
 
     def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
         rows: list[Row] = self._run(

@@ -83,6 +83,9 @@ class GraphStore(Protocol):
     def existing_customer_ids(self, customer_ids: Iterable[str]) -> set[str]:
         """The subset of `customer_ids` that are stored."""
 
+    def get_customers(self, customer_ids: Iterable[str]) -> dict[str, Customer]:
+        """The stored ones of `customer_ids`, by id, in one read (unknown ids are left out)."""
+
     def get_scores(self, customer_id: str) -> CustomerScores | None:
         """The latest scores written for a customer, if any."""
 

@@ -555,7 +555,7 @@ def referrals_page(
             "next": following,
             "status": chosen,
             "statuses": list(ConversionStatus),
-            "labels": {cid: views.label_of(store, cid) for cid in {cid for c in items for cid in _people(c)}},
+            "labels": views.labels_of(store, (cid for c in items for cid in _people(c))),
         },
         page=page,
     )

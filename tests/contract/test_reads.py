@@ -292,3 +292,13 @@ def test_get_event_reads_one_event_by_its_id_and_the_first_stored_keeps_it(store
     store.add_events([make_event(bob, id=review.id, value=1.0)])
     assert store.get_event(review.id) == review
     assert store.get_event("no-such-event") is None
+
+
+def test_customers_are_read_many_at_once_by_id_and_unknown_ids_are_left_out(store: GraphStore) -> None:
+    ada, grace = make_customer(name="Ada"), make_customer(name="Grace", email="grace@example.org")
+    store.upsert_customers([ada, grace])
+
+    found = store.get_customers([grace.id, "nobody", ada.id, grace.id])
+
+    assert found == {ada.id: store.get_customer(ada.id), grace.id: store.get_customer(grace.id)}
+    assert store.get_customers([]) == {}
