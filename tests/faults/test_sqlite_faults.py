@@ -36,10 +36,10 @@ from graph.outreach import Audience, AudienceKind, MessageStatus, Outreach
 from graph.program_store import Store
 from graph.sqlite_store import SqliteStore
 from tests.api_support import PROBLEM_JSON, api_client
+from tests.e2e.browser_support import serve_app
 from tests.faults.conftest import ROOT
 from tests.faults.sqlite_writer import CODES
 from tests.integration.test_outreach_dispatch import awake_zone
-from tests.net_support import free_port
 from tests.program_factories import make_campaign, make_code
 
 pytestmark = pytest.mark.slow
@@ -77,39 +77,6 @@ def seed(store: Store, tmp_path: Path) -> str:
     record, key = new_api_key("faults", ("admin",), now=utcnow())
     store.save_api_key(record)
     return key
-
-
-@contextlib.contextmanager
-def served(store_url: str, log: Path) -> Iterator[str]:
-    """The app under uvicorn in its own process (its own thread pool), as `advocacy serve` runs it."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ADVOCACY_STORE": store_url,
-        "ADVOCACY_API__RATE_LIMIT_KEY": "1000000/minute",
-        "PYTHONUNBUFFERED": "1",
-    }
-    command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port)]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "uvicorn did not get ready"
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def api_writer(base: str, key: str, thread: int, until: float, answers: list[tuple[str, int, str]]) -> None:
@@ -150,9 +117,9 @@ def test_the_api_and_a_worker_writing_at_once_never_show_anyone_a_locked_databas
         key = seed(store, tmp_path)
     finally:
         store.close()
-    log = tmp_path / "uvicorn.log"
+    log = tmp_path / "uvicorn.log"  # where serve_app writes the server's output
     answers: list[tuple[str, int, str]] = []
-    with served(store_url, log) as base:
+    with serve_app(store_url, tmp_path, env={"ADVOCACY_API__RATE_LIMIT_KEY": "1000000/minute"}) as base:
         writer = subprocess.Popen(
             [sys.executable, "-m", "tests.faults.sqlite_writer", store_url, str(LOAD_S), "busy", str(tmp_path)],
             cwd=ROOT,
