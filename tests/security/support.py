@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from graph.store import GraphStore
-from tests.api_support import campaign_body
+from tests.api_support import api_client, campaign_body, sqlite_url
 from tests.factories import make_customer
 
 ADA_EMAIL = "leak-check-ada@example.org"
@@ -70,6 +70,22 @@ def contact_env(directory: Path) -> dict[str, str]:
         "ADVOCACY_CONTACT__SQLITE_PATH": str(directory / "contacts.db"),
         "ADVOCACY_CONTACT__MAILDIR": str(directory / "mail"),
     }
+
+
+@contextmanager
+def seeded_app(directory: Path, *, campaign: bool = True, env: Mapping[str, str] | None = None) -> Iterator[TestClient]:
+    """An admin-signed app over a fresh SQLite store in `directory`, with ada and bob and (unless `campaign` is
+    False) the `spring` campaign; `env` adds settings."""
+    with environment({**contact_env(directory), **(env or {})}), api_client(sqlite_url(directory)) as client:
+        seed_people(store_of(client))
+        if campaign:
+            assert client.post("/v1/campaigns", json=dict(CAMPAIGN)).status_code == 201
+        yield client
+
+
+def anonymous(client: TestClient) -> TestClient:
+    """Another browser on the same running app: no API key, its own cookie jar."""
+    return TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
 
 
 def exposed(response: httpx.Response) -> str:

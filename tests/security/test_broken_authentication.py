@@ -26,9 +26,8 @@ from engine.settings import Settings
 from engine.unsubscribe import make_token
 from engine.webhooks import sign
 from graph.model import utcnow
-from tests.api_support import PROBLEM_JSON, as_customer, customer_token, grant_key, sqlite_url
-from tests.api_support import api_client as make_client
-from tests.security.support import CAMPAIGN, contact_env, environment, seed_people, store_of
+from tests.api_support import PROBLEM_JSON, as_customer, customer_token, grant_key
+from tests.security.support import anonymous, seeded_app
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 SHOPIFY_SECRET = "shpss_security_test_secret"
@@ -42,17 +41,9 @@ def settings_of(client: TestClient) -> Settings:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One admin-signed app for the module: ada and bob, the `spring` campaign, and Shopify configured."""
-    directory = tmp_path_factory.mktemp("authn")
-    env = {**contact_env(directory), "ADVOCACY_REFERRAL__SHOPIFY_SECRET": SHOPIFY_SECRET}
-    with environment(env), make_client(sqlite_url(directory)) as c:
-        seed_people(store_of(c))
-        assert c.post("/v1/campaigns", json=dict(CAMPAIGN)).status_code == 201
+    env = {"ADVOCACY_REFERRAL__SHOPIFY_SECRET": SHOPIFY_SECRET}
+    with seeded_app(tmp_path_factory.mktemp("authn"), env=env) as c:
         yield c
-
-
-def anonymous(client: TestClient) -> TestClient:
-    """Another browser on the same running app: no API key, its own cookie jar."""
-    return TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
 
 
 # --- unsubscribe links -------------------------------------------------------------------------------------------

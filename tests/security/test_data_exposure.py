@@ -25,11 +25,13 @@ from tests.security.support import (
     CAMPAIGN,
     FRIEND_EMAIL,
     PERSONAL,
+    anonymous,
     contact_env,
     environment,
     exposed,
     leaks,
     seed_people,
+    seeded_app,
     store_of,
 )
 
@@ -61,16 +63,9 @@ def secrets_of(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    directory = tmp_path_factory.mktemp("exposure")
-    with environment(contact_env(directory)), make_client(sqlite_url(directory)) as c:
-        seed_people(store_of(c))
+    with seeded_app(tmp_path_factory.mktemp("exposure")) as c:
         store_of(c).upsert_customers([make_customer(**GRACE)])
-        assert c.post("/v1/campaigns", json=dict(CAMPAIGN)).status_code == 201
         yield c
-
-
-def anonymous(client: TestClient) -> TestClient:
-    return TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
 
 
 def code_of(client: TestClient, customer_id: str) -> str:

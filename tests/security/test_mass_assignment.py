@@ -21,9 +21,8 @@ from api.auth import POLICY
 from engine.settings import Settings
 from engine.webhooks import sign
 from graph.model import utcnow
-from tests.api_support import PROBLEM_JSON, as_customer, customer_token, sqlite_url
-from tests.api_support import api_client as make_client
-from tests.security.support import CAMPAIGN, contact_env, environment, seed_people, store_of
+from tests.api_support import PROBLEM_JSON, as_customer, customer_token
+from tests.security.support import seeded_app
 
 SPEC: Final = create_app(Settings(store="sqlite:///unused.db")).openapi()
 SCHEMAS: Final[dict[str, Any]] = SPEC["components"]["schemas"]
@@ -122,10 +121,7 @@ def place(body: Any, path: tuple[str | int, ...], extras: dict[str, Any]) -> Any
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    directory = tmp_path_factory.mktemp("mass")
-    with environment(contact_env(directory)), make_client(sqlite_url(directory)) as c:
-        seed_people(store_of(c))
-        assert c.post("/v1/campaigns", json=dict(CAMPAIGN)).status_code == 201
+    with seeded_app(tmp_path_factory.mktemp("mass")) as c:
         yield c
 
 

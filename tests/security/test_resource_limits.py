@@ -19,9 +19,8 @@ from api.schemas_customers import MAX_BATCH
 from engine.settings import Settings
 from engine.webhooks import sign
 from graph.model import utcnow
-from tests.api_support import PROBLEM_JSON, sqlite_url
-from tests.api_support import api_client as make_client
-from tests.security.support import contact_env, environment, seed_people, store_of
+from tests.api_support import PROBLEM_JSON
+from tests.security.support import seeded_app
 
 SPEC: Final = create_app(Settings(store="sqlite:///unused.db")).openapi()
 DEFAULT_LIMIT: Final = 10 * 2**20
@@ -31,9 +30,7 @@ UNBOUNDED_ON_PURPOSE: Final = {"seed": "a random seed, not a size", "max_per_com
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    directory = tmp_path_factory.mktemp("limits")
-    with environment(contact_env(directory)), make_client(sqlite_url(directory)) as c:
-        seed_people(store_of(c))
+    with seeded_app(tmp_path_factory.mktemp("limits"), campaign=False) as c:
         yield c
 
 

@@ -27,9 +27,8 @@ from engine.settings import ContactSettings, ReferralSettings, Settings
 from graph.errors import InvalidInput
 from graph.model import ContactChannel
 from graph.outreach import MessageKind
-from tests.api_support import PROBLEM_JSON, sqlite_url
-from tests.api_support import api_client as make_client
-from tests.security.support import contact_env, environment, seed_people, store_of
+from tests.api_support import PROBLEM_JSON
+from tests.security.support import seeded_app
 
 PUBLIC: Final = "93.184.216.34"
 SPELLINGS: Final[dict[str, str]] = {
@@ -174,9 +173,7 @@ def test_the_sms_webhook_never_follows_a_redirect_inside(status: int, location: 
 # --- where /r/{code} sends a browser ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    directory = tmp_path_factory.mktemp("redirect")
-    with environment(contact_env(directory)), make_client(sqlite_url(directory)) as c:
-        seed_people(store_of(c))
+    with seeded_app(tmp_path_factory.mktemp("redirect"), campaign=False) as c:
         yield c
 
 
