@@ -29,6 +29,7 @@ from engine.targeting import (
     BASELINES,
     Forecast,
     Method,
+    Model,
     Target,
     TargetChoice,
     choose_targets,
@@ -335,6 +336,43 @@ def _remember(key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
             _remembered.clear()
         _remembered[key] = (now + PAGE_RESULT_FRESH_S, value)
     return value
+
+
+def reproducible_targets(
+    store: GraphStore,
+    *,
+    k: int,
+    model: Model,
+    p: float,
+    exclude_segments: Collection[str | Segment],
+    max_per_community: int | None,
+    only_consenting: bool,
+    method: Method,
+    seed: int | None,
+    mc_runs: int,
+) -> TargetChoice:
+    """`choose_targets` for the API: a seeded choice is reused while the store's state is unchanged (as the pages
+    reuse theirs); without a seed each call draws afresh, as asked."""
+
+    def compute() -> TargetChoice:
+        return choose_targets(
+            store,
+            k=k,
+            model=model,
+            p=p,
+            exclude_segments=exclude_segments,
+            max_per_community=max_per_community,
+            only_consenting=only_consenting,
+            method=method,
+            seed=seed,
+            mc_runs=mc_runs,
+        )
+
+    if seed is None:
+        return compute()
+    excluded = tuple(sorted(str(s) for s in exclude_segments))
+    key = ("api-targets", k, model, p, excluded, max_per_community, only_consenting, method, seed, mc_runs)
+    return _remember((store_state(store), *key), compute)
 
 
 BudgetVerdict = Literal["within", "at_risk", "over"]

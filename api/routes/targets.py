@@ -8,7 +8,8 @@ from fastapi import APIRouter, Body, Query
 
 from api.deps import StoreDep
 from api.schemas import FORECAST_EXAMPLE, ForecastRequest, TargetQuery, problem_responses
-from engine.targeting import Forecast, TargetChoice, choose_targets, forecast_campaign
+from engine.targeting import Forecast, TargetChoice, forecast_campaign
+from engine.views import reproducible_targets
 
 router = APIRouter(prefix="/v1", tags=["targets"])
 
@@ -20,11 +21,12 @@ router = APIRouter(prefix="/v1", tags=["targets"])
     "`advocacy targets`. Uses the latest analysis: `do_not_ask` customers (and, by default, customers without "
     "consent) are never chosen. The expected reach comes with a 95% confidence interval and the degree, PageRank "
     "and degree-discount baselines under the same constraints. Before any analysis, or when nobody can be "
-    "chosen, the answer is a 422 problem.",
+    "chosen, the answer is a 422 problem. A choice with a `seed` is reproducible, so the same question is answered "
+    "from memory for up to a minute while the store's counts and latest analysis are unchanged.",
     responses=problem_responses(422, 503),
 )
 def get_targets(query: Annotated[TargetQuery, Query()], store: StoreDep) -> TargetChoice:
-    return choose_targets(
+    return reproducible_targets(
         store,
         k=query.k,
         model=query.model,

@@ -11,9 +11,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from engine import targeting
 from graph.generator import generate_network
 from graph.model import Segment
 from tests.api_support import PROBLEM_JSON, api_client, opened, sqlite_url
+from tests.factories import make_customer
 
 FAST = {"mc_runs": 500, "seed": 11}
 """Few simulations and a fixed seed: each request answers in well under a second."""
@@ -136,6 +138,31 @@ def test_targets_are_k_distinct_askable_customers_with_a_bracketing_interval(
     assert (choice["k"], choice["mc_runs"], choice["seed"]) == (5, 500, 11)
     assert {b["method"] for b in choice["baselines"]} == {"degree", "pagerank", "degree_discount"}
     assert all(t["explanation"] for t in choice["targets"])
+
+
+def test_a_seeded_choice_is_reused_until_the_store_changes_and_an_unseeded_one_is_drawn_each_time(
+    client: TestClient, url: str, analysed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen: list[int | None] = []
+    real = targeting.choose_targets
+
+    def counted(store: Any, **params: Any) -> Any:
+        chosen.append(params["seed"])
+        return real(store, **params)
+
+    monkeypatch.setattr("engine.views.choose_targets", counted)
+    first = client.get("/v1/targets", params={"k": 3, **FAST}).json()
+    assert client.get("/v1/targets", params={"k": 3, **FAST}).json() == first
+    assert chosen == [11]
+
+    with opened(url) as store:
+        store.upsert_customers([make_customer()])  # the counts change: the choice is made again
+    assert client.get("/v1/targets", params={"k": 3, **FAST}).status_code == 200
+    assert chosen == [11, 11]
+
+    for _ in range(2):
+        assert client.get("/v1/targets", params={"k": 3, "mc_runs": 500}).status_code == 200
+    assert chosen == [11, 11, None, None]
 
 
 def test_excluding_the_influencer_segment_leaves_no_influencer_among_the_targets(
