@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 import jwt
@@ -167,7 +169,7 @@ def read_customer_token(keys: Mapping[str, str], token: str, *, now: datetime, m
     return CustomerClaims(subject, jti, issued, expires)
 
 
-def _decode(keys: Mapping[str, str], token: str, *, audience: str, now: datetime, what: str) -> dict[str, Any]:
+def _decode(keys: Mapping[str, str], token: str, *, audience: str, now: datetime, what: str) -> Mapping[str, Any]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -175,19 +177,27 @@ def _decode(keys: Mapping[str, str], token: str, *, audience: str, now: datetime
     kid = header.get("kid")
     if header.get("alg") != ALGORITHM or not isinstance(kid, str) or kid not in keys:
         raise Unauthorized(f"{what} signed with an unknown key or algorithm")
+    payload = _verified(token, keys[kid], audience, what)
+    if int(payload["exp"]) <= int(now.timestamp()):
+        raise Unauthorized(f"expired {what}")
+    return payload
+
+
+@lru_cache(maxsize=4096)
+def _verified(token: str, key: str, audience: str, what: str) -> Mapping[str, Any]:
+    """The signature and audience check, kept per (token, key): a widget shows the same token on every page
+    view. A refusal is an exception, never kept; expiry is checked by the caller on every use."""
     try:
         payload: dict[str, Any] = jwt.decode(
             token,
-            keys[kid],
+            key,
             algorithms=[ALGORITHM],
             audience=audience,
             options={"require": ["exp", "iat", "sub"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid {what}: {exc}") from None
-    if int(payload["exp"]) <= int(now.timestamp()):
-        raise Unauthorized(f"expired {what}")
-    return payload
+    return MappingProxyType(payload)
 
 
 SessionKind = Literal["marketer", "customer"]

@@ -94,6 +94,16 @@ def test_an_expired_token_is_refused() -> None:
         read_customer_token(KEYS, token, now=NOW + timedelta(minutes=15), max_ttl=HOUR)
 
 
+def test_a_token_read_before_is_still_checked_for_expiry_and_against_the_key_in_use_now() -> None:
+    """The signature check of a token is remembered (a widget shows it on every page); nothing else is."""
+    token, _ = issue_customer_token(KEYS, "k1", "cust-1", now=NOW, ttl=timedelta(minutes=15))
+    assert read_customer_token(KEYS, token, now=NOW, max_ttl=HOUR).customer_id == "cust-1"
+    with pytest.raises(Unauthorized, match="expired"):
+        read_customer_token(KEYS, token, now=NOW + timedelta(minutes=15), max_ttl=HOUR)
+    with pytest.raises(Unauthorized, match="invalid"):
+        read_customer_token({"k1": "c" * 32}, token, now=NOW, max_ttl=HOUR)  # k1 now names another secret
+
+
 def test_a_token_that_lives_longer_than_allowed_is_refused_whoever_signed_it() -> None:
     token, _ = issue_customer_token(KEYS, "k1", "cust-1", now=NOW, ttl=timedelta(days=30))
     with pytest.raises(Unauthorized, match="longer than"):
