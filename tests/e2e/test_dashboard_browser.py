@@ -238,7 +238,8 @@ def test_a_customer_copies_their_link_and_the_friend_who_follows_it_is_attribute
     app: App, chromium: Chromium
 ) -> None:
     page = chromium.page()
-    page.open(customer_link(app, ADVOCATE), ready="document.querySelector('[data-referral-link]')")
+    # `window.pages` exists once pages.js has run, so the copy button has its handler before the click
+    page.open(customer_link(app, ADVOCATE), ready="window.pages && document.querySelector('[data-referral-link]')")
     assert page.evaluate("location.pathname") == "/me"
     link = page.evaluate("document.getElementById('referral-link').value")
     code = page.evaluate("document.querySelector('[data-code]').textContent")
