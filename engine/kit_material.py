@@ -34,9 +34,7 @@ def material_for_friend(
     """The customer's kit with its messages for a friend: in `locale` (default: the customer's own) and for
     `channels` (default: every share channel). `NotFound` for an unknown customer or campaign."""
     store = service.store
-    store.get_customer(customer_id)  # unknown people and campaigns are NotFound before a code is issued
-    store.get_campaign(campaign_id)
-    code = service.code_for(customer_id, campaign_id)
+    code = service.code_for(customer_id, campaign_id)  # NotFound for an unknown customer or campaign
     service.limiter.record_engagement(customer_key(customer_id), at=service.clock())
     context = service.kit_context_of(customer_id, code, locale=locale)
     return service.renderer.render_kit(context, marketer=store.list_templates(TemplatePurpose.SHARE), channels=channels)
