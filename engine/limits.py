@@ -706,6 +706,8 @@ _SCHEMA: Final = (
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS contact_log_by_time ON contact_log(person, scope, at_us)",
 )
+_UNANSWERED_BY: Final = "SELECT 1 FROM contact_log WHERE person = ? AND scope = ? AND at_us <= ? LIMIT 1"
+_ANSWER: Final = "DELETE FROM contact_log WHERE person = ? AND scope = ? AND at_us <= ?"
 _RESERVED_BEFORE: Final = "SELECT 1 FROM contact_log WHERE person = ? AND scope = ? AND token = ?"
 _TRIM: Final = "DELETE FROM contact_log WHERE person = ? AND scope != ? AND at_us <= ?"
 _COUNT: Final = "SELECT count(*) FROM contact_log WHERE person = ? AND scope = ? AND at_us > ?"
@@ -880,13 +882,13 @@ class SqliteContactLimiter:
         )
 
     def record_engagement(self, person_key: str, *, at: datetime) -> None:
+        """Answers what was sent up to `at`. Most engagements (a kit opened on every page view) find nothing
+        unanswered: that is seen by a read, which never waits for the file's one writer."""
         at_us = to_us(at)
-        self._run(
-            lambda conn: conn.execute(
-                "DELETE FROM contact_log WHERE person = ? AND scope = ? AND at_us <= ?",
-                (person_key, _UNANSWERED, at_us),
-            )
-        )
+        arguments = (person_key, _UNANSWERED, at_us)
+        if self._run(lambda conn: conn.execute(_UNANSWERED_BY, arguments).fetchone(), begin=False) is None:
+            return
+        self._run(lambda conn: conn.execute(_ANSWER, arguments))
 
     def forget(self, person_key: str) -> None:
         """Erasure: the rows go, their bytes are overwritten, and the write-ahead log is emptied into the file."""

@@ -189,6 +189,13 @@ SCHEMA_V2: Final = (
 )
 """The programme tables (schema version 2); `SqliteStore` runs them as the migration from version 1."""
 
+SCHEMA_V5: Final = (
+    "CREATE INDEX IF NOT EXISTS codes_by_advocate ON codes(customer_id, campaign_id, created_at_us)",
+    "DROP INDEX IF EXISTS codes_by_customer",
+)
+"""An advocate's codes in one campaign by one index: with only `codes_by_customer` and `codes_by_campaign`, and no
+statistics, SQLite searched the campaign's index and read every code of the campaign for each kit."""
+
 PROGRAM_TABLES: Final = (
     "ledger_entries",
     "rewards",

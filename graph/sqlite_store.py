@@ -51,10 +51,10 @@ from graph.model import (
 )
 from graph.sqlite_access import ACCESS_TABLES, SCHEMA_V4, SqliteAccess
 from graph.sqlite_outreach import OUTREACH_TABLES, SCHEMA_V3, SqliteOutreach
-from graph.sqlite_program import _EPOCH, PROGRAM_TABLES, SCHEMA_V2, SqliteProgram, _from_us, _opt_us, _to_us
+from graph.sqlite_program import _EPOCH, PROGRAM_TABLES, SCHEMA_V2, SCHEMA_V5, SqliteProgram, _from_us, _opt_us, _to_us
 from graph.store import RowWriter
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Stored in `PRAGMA user_version`; bump it and add a step to `_MIGRATIONS` when the schema changes."""
 
 _SCHEMA_V1 = (
@@ -123,7 +123,7 @@ _SCHEMA_V1 = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5}
 """Statements that bring a file from version n-1 to version n."""
 
 _UPSERT_CUSTOMER = """

@@ -38,7 +38,7 @@ from graph.program import (
     Settlement,
 )
 from graph.program_store import Store
-from graph.sqlite_store import SqliteStore
+from graph.sqlite_store import _MIGRATIONS, SqliteStore
 from graph.store import GraphStore
 from tests.factories import BASE_TIME, make_customer
 from tests.neo4j_support import NEO4J_URL, open_neo4j
@@ -261,3 +261,29 @@ def save_outreach_plan(store: Store, **overrides: Any) -> Outreach:
 def email_key(address: str) -> str:
     """An `email:<hash>` person key; the contract needs only its shape, not the engine's keyed hash."""
     return f"email:{hashlib.sha256(address.encode()).hexdigest()}"
+
+
+# --- SQLite files an older release left ------------------------------------------------------------------------
+def sqlite_file_of_schema(path: Path, version: int) -> Path:
+    """A SQLite file as a release of schema `version` left it, with one customer, `ada`."""
+    conn = sqlite3.connect(path)
+    try:
+        for step in range(1, version + 1):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO customers (id, locale, timezone, consent, attributes) VALUES ('ada', 'en', 'UTC', '{}', '{}')"
+        )
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+def sqlite_schema_of(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()

@@ -4,7 +4,6 @@ by one request at a time, on both stores and under racing threads."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +20,8 @@ from graph.access import ApiKey, IdempotencyRecord, IdempotencyState
 from graph.access_store import AccessStore
 from graph.errors import InvalidInput, NotFound
 from graph.program_store import Store
-from graph.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
-from tests.contract.conftest import find_stored
+from graph.sqlite_store import SCHEMA_VERSION, SqliteStore
+from tests.contract.conftest import find_stored, sqlite_file_of_schema, sqlite_schema_of
 from tests.factories import BASE_TIME, next_id
 from tests.neo4j_support import hold_while, open_neo4j, query, raw_driver
 
@@ -456,19 +455,7 @@ def test_neo4j_has_the_uniqueness_constraints_the_deciding_writes_rely_on() -> N
 
 # --- SQLite only ---------------------------------------------------------------------------------------------
 def test_a_sqlite_file_of_schema_3_migrates_in_place_and_gains_the_access_tables(tmp_path: Path) -> None:
-    path = tmp_path / "v3.db"
-    conn = sqlite3.connect(path)
-    try:
-        for step in (1, 2, 3):
-            for statement in _MIGRATIONS[step]:
-                conn.execute(statement)
-        conn.execute(
-            "INSERT INTO customers (id, locale, timezone, consent, attributes) VALUES ('ada', 'en', 'UTC', '{}', '{}')"
-        )
-        conn.execute("PRAGMA user_version = 3")
-        conn.commit()
-    finally:
-        conn.close()
+    path = sqlite_file_of_schema(tmp_path / "v3.db", 3)
 
     store = SqliteStore(path)
     try:
@@ -480,8 +467,4 @@ def test_a_sqlite_file_of_schema_3_migrates_in_place_and_gains_the_access_tables
         assert store.begin_idempotent(idem_key(), "body-a", now=NOW, ttl=TTL) is None
     finally:
         store.close()
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    finally:
-        conn.close()
+    assert sqlite_schema_of(path) == SCHEMA_VERSION

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -15,8 +14,8 @@ from graph.errors import InvalidInput, LedgerConflict, NotFound
 from graph.model import ContactChannel
 from graph.outreach import HoldReason, MessageKind, MessageStatus, OutboxCounts, OutboxMessage, Outreach
 from graph.program_store import Store
-from graph.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
-from tests.contract.conftest import email_key, save_outreach_plan
+from graph.sqlite_store import SCHEMA_VERSION, SqliteStore
+from tests.contract.conftest import email_key, save_outreach_plan, sqlite_file_of_schema, sqlite_schema_of
 from tests.factories import BASE_TIME
 from tests.outreach_factories import make_message
 
@@ -459,19 +458,7 @@ def test_an_outreach_without_messages_counts_nothing(store: Store) -> None:
 
 # --- SQLite only -------------------------------------------------------------------------------------------------
 def test_a_sqlite_file_of_schema_2_migrates_in_place_and_gains_the_outbox(tmp_path: Path) -> None:
-    path = tmp_path / "v2.db"
-    conn = sqlite3.connect(path)
-    try:
-        for step in (1, 2):
-            for statement in _MIGRATIONS[step]:
-                conn.execute(statement)
-        conn.execute(
-            "INSERT INTO customers (id, locale, timezone, consent, attributes) VALUES ('ada', 'en', 'UTC', '{}', '{}')"
-        )
-        conn.execute("PRAGMA user_version = 2")
-        conn.commit()
-    finally:
-        conn.close()
+    path = sqlite_file_of_schema(tmp_path / "v2.db", 2)
 
     store = SqliteStore(path)
     try:
@@ -482,8 +469,4 @@ def test_a_sqlite_file_of_schema_2_migrates_in_place_and_gains_the_outbox(tmp_pa
         assert store.get_message(message.key) == message
     finally:
         store.close()
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    finally:
-        conn.close()
+    assert sqlite_schema_of(path) == SCHEMA_VERSION

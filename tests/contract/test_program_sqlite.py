@@ -6,25 +6,14 @@ import sqlite3
 from pathlib import Path
 
 from graph.program import ConversionStatus, Signal, SignalKind
-from graph.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
-from tests.contract.conftest import convert, set_scene
+from graph.sqlite_store import SCHEMA_VERSION, SqliteStore
+from tests.contract.conftest import convert, set_scene, sqlite_file_of_schema, sqlite_schema_of
 from tests.factories import make_customer
-from tests.program_factories import make_order
+from tests.program_factories import make_campaign, make_code, make_order
 
 
 def test_a_file_of_schema_1_migrates_in_place_and_keeps_its_customers(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
-    conn = sqlite3.connect(path)
-    try:
-        for statement in _MIGRATIONS[1]:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT INTO customers (id, locale, timezone, consent, attributes) VALUES ('ada', 'en', 'UTC', '{}', '{}')"
-        )
-        conn.execute("PRAGMA user_version = 1")
-        conn.commit()
-    finally:
-        conn.close()
+    path = sqlite_file_of_schema(tmp_path / "v1.db", 1)
 
     store = SqliteStore(path)
     try:
@@ -32,11 +21,38 @@ def test_a_file_of_schema_1_migrates_in_place_and_keeps_its_customers(tmp_path: 
         assert store.record_order(make_order("ada")).status is ConversionStatus.PENDING
     finally:
         store.close()
+    assert sqlite_schema_of(path) == SCHEMA_VERSION
+
+
+def test_a_file_of_schema_4_finds_an_advocates_code_in_a_campaign_by_one_index(tmp_path: Path) -> None:
+    """Every kit asks for the advocate's code in its campaign; SQLite (no statistics) used to pick the campaign's
+    index and read all of the campaign's codes. The plan is SQLite's own answer, not a timing."""
+    path = sqlite_file_of_schema(tmp_path / "v4.db", 4)
+    store = SqliteStore(path)
+    try:
+        ada, bob = make_customer(id="ada"), make_customer(id="bob")
+        store.upsert_customers([ada, bob])
+        campaign = make_campaign()
+        store.save_campaign(campaign)
+        mine = store.create_code(make_code(ada, campaign))
+        store.create_code(make_code(bob, campaign))
+        assert store.list_codes(customer_id="ada", campaign_id=campaign.id) == [mine]
+    finally:
+        store.close()
+    assert sqlite_schema_of(path) == SCHEMA_VERSION
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        plan = " ".join(
+            row[-1]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT code FROM codes WHERE customer_id = ? AND campaign_id = ? "
+                "ORDER BY created_at_us, code",
+                ("ada", campaign.id),
+            )
+        )
     finally:
         conn.close()
+    assert "codes_by_advocate (customer_id=? AND campaign_id=?)" in plan, plan
 
 
 def test_erasure_leaves_no_programme_data_of_the_person_in_the_files_bytes(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -36,6 +37,7 @@ from engine.limits import (
     make_limiter,
 )
 from engine.settings import ContactSettings, Settings
+from graph.errors import StoreUnavailable
 from graph.model import ContactChannel
 from graph.outreach import HoldReason, MessageKind
 
@@ -511,6 +513,29 @@ def test_a_thread_that_ends_closes_its_sqlite_limiter_connection_without_waiting
         limiter.close()
     # Ten threads at a time, two descriptors each (file and log); leaked connections pile up instead (83 by now).
     assert counts[-1] <= 2 * 10 + 5, counts
+
+
+def test_an_engagement_with_nothing_unanswered_does_not_wait_for_the_sqlite_writer(tmp_path: Path) -> None:
+    """A kit opened on every page view counts as engagement; it must not queue behind the file's one writer."""
+    db = tmp_path / "contacts.db"
+    limiter = SqliteContactLimiter(db, lock_timeout_s=0.3, busy_timeout_ms=20)
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        reserve(limiter, BACKOFF, T0, "sent")
+        writer.execute("BEGIN IMMEDIATE")
+
+        limiter.record_engagement("customer:quiet", at=T0)  # nothing sent to them: answered by a read
+        with pytest.raises(StoreUnavailable, match="stayed locked"):
+            limiter.record_engagement(PERSON, at=T0)  # a message to answer: this one needs the writer
+
+        writer.execute("ROLLBACK")
+        limiter.record_engagement(PERSON, at=T0)
+        assert reserve(limiter, BACKOFF, T0, "next") == ALLOWED
+        assert reserve(limiter, BACKOFF, T0, "again") == ALLOWED
+        assert reserve(limiter, BACKOFF, T0, "third").reason is HoldReason.BACKOFF
+    finally:
+        writer.close()
+        limiter.close()
 
 
 def process_hammer(spec: LimiterSpec, name: str, barrier: Any, results: Any) -> None:
