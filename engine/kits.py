@@ -547,14 +547,22 @@ class RenderLimit(SecurityError):
     """A template went over its budget (time, size, range)."""
 
 
+class RenderDeferred(Exception):
+    """A render ran past the short deadline of a caller that must not wait (an event loop); that caller renders
+    again where the full budget applies."""
+
+
 @dataclass(slots=True)
 class _Budget:
     deadline: float
     timeout_s: float
     ticks: int = 0
+    defers: bool = False
+    """The deadline is the caller's short one: passing it raises `RenderDeferred`, not `RenderLimit`."""
 
 
 _BUDGET: ContextVar[_Budget | None] = ContextVar("kit_render_budget", default=None)
+_WITHIN: ContextVar[float | None] = ContextVar("kit_render_within", default=None)
 
 
 def _tick() -> None:
@@ -563,6 +571,8 @@ def _tick() -> None:
         return
     budget.ticks += 1
     if budget.ticks % 64 == 0 and time.monotonic() > budget.deadline:
+        if budget.defers:
+            raise RenderDeferred(f"the template ran longer than {budget.timeout_s:g} s here")
         raise RenderLimit(f"the template ran longer than {budget.timeout_s:g} s")
 
 
@@ -1188,9 +1198,25 @@ class KitRenderer:
         variant: Variant | None = None,
         marketer: Sequence[Template] = (),
         channels: Sequence[ShareChannel] | None = None,
+        within_s: float | None = None,
     ) -> Kit:
         """A customer's kit: one message per share channel, in `channels` order if given, else the variant's
-        `channel_order`, else `DEFAULT_CHANNEL_ORDER`; the variant's `template_ids` override the choice."""
+        `channel_order`, else `DEFAULT_CHANNEL_ORDER`; the variant's `template_ids` override the choice.
+
+        With `within_s` (shorter than the render budget), a template that runs longer raises `RenderDeferred`."""
+        within = _WITHIN.set(within_s)
+        try:
+            return self._kit(ctx, variant, marketer, channels)
+        finally:
+            _WITHIN.reset(within)
+
+    def _kit(
+        self,
+        ctx: KitContext,
+        variant: Variant | None,
+        marketer: Sequence[Template],
+        channels: Sequence[ShareChannel] | None,
+    ) -> Kit:
         if channels is not None:
             order = tuple(channels)
         elif variant is not None and variant.channel_order:
@@ -1369,7 +1395,10 @@ class KitRenderer:
 
     def _run(self, template: JinjaTemplate, variables: Mapping[str, Any], *, name: str) -> str:
         """Render under the budget: output counted as it is produced, loops and operations ticked against the clock."""
-        budget = _Budget(deadline=time.monotonic() + self.render_timeout_s, timeout_s=self.render_timeout_s)
+        within = _WITHIN.get()
+        defers = within is not None and within < self.render_timeout_s
+        timeout_s = min(within, self.render_timeout_s) if within is not None else self.render_timeout_s
+        budget = _Budget(deadline=time.monotonic() + timeout_s, timeout_s=timeout_s, defers=defers)
         token = _BUDGET.set(budget)
         chunks: list[str] = []
         size = 0
@@ -1380,6 +1409,8 @@ class KitRenderer:
                 if size > self.max_output_chars:
                     raise RenderLimit(f"the output is longer than {self.max_output_chars:,} characters")
                 chunks.append(chunk)
+        except RenderDeferred:
+            raise
         except Exception as exc:  # a template may fail in any way; each becomes the marketer's problem to fix
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise InvalidInput(f"template {name} failed", [RowError(name, _line_of(exc), reason)]) from None

@@ -134,8 +134,15 @@ class ContactLimiter(Protocol):
         """Undo a reservation whose message will never be sent (a permanent delivery failure)."""
         ...
 
+    local_reads: bool
+    """`would_answer` is a read in this process that waits on neither the network nor a writer (SQLite)."""
+
     def record_engagement(self, person_key: str, *, at: datetime) -> None:
         """The person answered (clicked, shared, replied): messages sent up to `at` are no longer ignored."""
+        ...
+
+    def would_answer(self, person_key: str, *, at: datetime) -> bool:
+        """Whether an engagement at `at` would change anything: a message up to then still waits for an answer."""
         ...
 
     def forget(self, person_key: str) -> None:
@@ -499,6 +506,8 @@ class RedisContactLimiter:
     Redis simply means nobody was contacted.
     """
 
+    local_reads = False
+
     RESTORE_LOCK_S: Final = 300.0
     """How long a restoring worker holds the lock: if it dies, another restores after this."""
 
@@ -617,6 +626,14 @@ class RedisContactLimiter:
                 self._client.execute_command("EVALSHA", *arguments)
         except redis.RedisError as exc:
             raise self._unavailable(exc) from exc
+
+    def would_answer(self, person_key: str, *, at: datetime) -> bool:
+        try:
+            members = self._client.zrangebyscore(self._key(person_key), "-inf", to_us(at))
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        prefix = f"{_UNANSWERED}|"
+        return any((m.decode() if isinstance(m, bytes) else str(m)).startswith(prefix) for m in members)
 
     def forget(self, person_key: str) -> None:
         try:
@@ -769,6 +786,8 @@ def _sqlite_reserve(conn: sqlite3.Connection, person: str, plan: _Plan, at_us: i
 class SqliteContactLimiter:
     """The embedded limiter: the Redis limiter's semantics in one SQLite transaction per reservation."""
 
+    local_reads = True
+
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout_s: float = 30.0, busy_timeout_ms: int = 2_000):
         raw = os.fspath(path)
         if raw in ("", ":memory:") or raw.startswith("file:"):
@@ -884,11 +903,12 @@ class SqliteContactLimiter:
     def record_engagement(self, person_key: str, *, at: datetime) -> None:
         """Answers what was sent up to `at`. Most engagements (a kit opened on every page view) find nothing
         unanswered: that is seen by a read, which never waits for the file's one writer."""
-        at_us = to_us(at)
-        arguments = (person_key, _UNANSWERED, at_us)
-        if self._run(lambda conn: conn.execute(_UNANSWERED_BY, arguments).fetchone(), begin=False) is None:
-            return
-        self._run(lambda conn: conn.execute(_ANSWER, arguments))
+        if self.would_answer(person_key, at=at):
+            self._run(lambda conn: conn.execute(_ANSWER, (person_key, _UNANSWERED, to_us(at))))
+
+    def would_answer(self, person_key: str, *, at: datetime) -> bool:
+        arguments = (person_key, _UNANSWERED, to_us(at))
+        return self._run(lambda conn: conn.execute(_UNANSWERED_BY, arguments).fetchone(), begin=False) is not None
 
     def forget(self, person_key: str) -> None:
         """Erasure: the rows go, their bytes are overwritten, and the write-ahead log is emptied into the file."""

@@ -26,7 +26,7 @@ from engine.ab import VariantResult, assign_variant, variant_results
 from engine.channels import ChannelAdapter, DeliveryError, Outgoing
 from engine.contact_policy import precheck
 from engine.fraud import normalise_email
-from engine.kits import Kit, KitContext, KitRenderer, load_kit_context
+from engine.kits import Kit, KitContext, KitRenderer, RenderDeferred, load_kit_context
 from engine.limits import ContactLimiter, LimitDecision, LimiterStateLost, Reservation
 from engine.referrals import ReferralService
 from engine.settings import Settings
@@ -369,15 +369,47 @@ class OutreachService:
     # --- customers answering -------------------------------------------------------------------------------
     def kit(self, customer_id: str, campaign_id: str, *, outreach_id: str | None = None) -> Kit:
         """A customer's sharing kit, for their A/B variant when they came through an outreach."""
-        variant: Variant | None = None
-        if outreach_id is not None:
-            outreach = self.store.get_outreach(outreach_id)
-            chosen = assign_variant(outreach.id, customer_key(customer_id), outreach.variants)
-            variant = next(v for v in outreach.variants if v.id == chosen)
+        variant = self._variant_of(customer_id, outreach_id)
         self.limiter.record_engagement(customer_key(customer_id), at=self.clock())
-        context = self.kit_context_of(customer_id, self.code_for(customer_id, campaign_id))
+        return self._render_kit(customer_id, self.code_for(customer_id, campaign_id), variant)
+
+    @property
+    def local_reads(self) -> bool:
+        """Whether `kit_from_reads` is work in this process that waits on nothing (the embedded store)."""
+        return self.store.local_reads and self.limiter.local_reads
+
+    def kit_from_reads(
+        self, customer_id: str, campaign_id: str, *, outreach_id: str | None = None, within_s: float | None = None
+    ) -> Kit | None:
+        """`kit`, when giving it writes nothing: their code exists and no message to them waits for an answer
+        (so their engagement changes nothing). None when it would write, or when a template takes longer than
+        `within_s` (an event loop calls this; `kit` renders with the full budget)."""
+        variant = self._variant_of(customer_id, outreach_id)
+        if self.limiter.would_answer(customer_key(customer_id), at=self.clock()):
+            return None
+        code = self._active_code(customer_id, campaign_id)
+        if code is None:
+            return None
+        try:
+            return self._render_kit(customer_id, code, variant, within_s=within_s)
+        except RenderDeferred:
+            return None
+
+    def _variant_of(self, customer_id: str, outreach_id: str | None) -> Variant | None:
+        if outreach_id is None:
+            return None
+        outreach = self.store.get_outreach(outreach_id)
+        chosen = assign_variant(outreach.id, customer_key(customer_id), outreach.variants)
+        return next(v for v in outreach.variants if v.id == chosen)
+
+    def _render_kit(
+        self, customer_id: str, code: ReferralCode, variant: Variant | None, *, within_s: float | None = None
+    ) -> Kit:
         return self.renderer.render_kit(
-            context, variant=variant, marketer=self.store.list_templates(TemplatePurpose.SHARE)
+            self.kit_context_of(customer_id, code),
+            variant=variant,
+            marketer=self.store.list_templates(TemplatePurpose.SHARE),
+            within_s=within_s,
         )
 
     def respond(self, customer_id: str, kind: EventKind, text: str, *, campaign_id: str | None = None) -> Event:
@@ -563,11 +595,11 @@ class OutreachService:
 
     def code_for(self, customer_id: str, campaign_id: str) -> ReferralCode:
         """The advocate's active code in the campaign, issued on first need."""
-        codes = list(self.store.list_codes(customer_id=customer_id, campaign_id=campaign_id))
-        active = [c for c in codes if c.status is CodeStatus.ACTIVE]
-        if active:
-            return active[-1]
-        return self.referrals.issue_code(customer_id, campaign_id)
+        return self._active_code(customer_id, campaign_id) or self.referrals.issue_code(customer_id, campaign_id)
+
+    def _active_code(self, customer_id: str, campaign_id: str) -> ReferralCode | None:
+        codes = self.store.list_codes(customer_id=customer_id, campaign_id=campaign_id)
+        return next((c for c in reversed(codes) if c.status is CodeStatus.ACTIVE), None)
 
     def kit_context_of(
         self, customer_id: str, code: ReferralCode, *, unsubscribe: str | None = None, locale: str | None = None

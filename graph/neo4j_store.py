@@ -292,6 +292,8 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
     credentials (and no `auth`) the driver connects without authentication.
     """
 
+    local_reads = False
+
     def __init__(
         self,
         url: str,

@@ -371,6 +371,8 @@ class ThreadConnections:
 class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
     """The customer graph, the referral programme and outreach in one SQLite file; see the module docstring."""
 
+    local_reads = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],

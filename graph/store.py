@@ -31,6 +31,10 @@ from graph.model import (
 class GraphStore(Protocol):
     """The customer graph. Ids are the merchant's external customer ids."""
 
+    local_reads: bool
+    """Reads are work in this process that waits on neither the network nor a writer (SQLite in WAL mode), so an
+    async caller may make them on its event loop rather than pay for a thread."""
+
     # --- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""

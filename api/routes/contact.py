@@ -34,6 +34,10 @@ PRIVATE_PAGE_HEADERS: Final[dict[str, str]] = {
 }
 """The token in the URL speaks for one person: no cache keeps the page, no site it links to learns the URL."""
 
+ON_LOOP_RENDER_S: Final = 0.02
+"""With the embedded store, a kit that only reads is made on the event loop (a thread hop and the threads' fight
+for the GIL cost more than the kit); a template slower than this is rendered again in the threadpool instead."""
+
 
 # --- the customer's own requests ---------------------------------------------------------------------------
 @router.get(
@@ -51,6 +55,10 @@ async def get_kit(
     campaign_id: Annotated[str, Query(description="The referral campaign the kit is for.")],
     outreach_id: Annotated[str | None, Query(description="The outreach that brought them, for its variant.")] = None,
 ) -> Kit:
+    if service.local_reads:
+        kit = service.kit_from_reads(customer_id, campaign_id, outreach_id=outreach_id, within_s=ON_LOOP_RENDER_S)
+        if kit is not None:
+            return kit
     return await run_in_threadpool(service.kit, customer_id, campaign_id, outreach_id=outreach_id)
 
 

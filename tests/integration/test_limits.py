@@ -304,6 +304,18 @@ def test_an_engagement_answers_only_the_messages_sent_before_it(limiter: Contact
     assert reserve(limiter, BACKOFF, T0 + 2 * DAY, "e").detail == "2 messages unanswered: 1 day before the next"
 
 
+def test_would_answer_says_whether_an_engagement_would_change_anything(limiter: ContactLimiter) -> None:
+    assert not limiter.would_answer(PERSON, at=T0 + DAY)
+    reserve(limiter, BACKOFF, T0, "t", kind=TRANSACTIONAL)
+    assert not limiter.would_answer(PERSON, at=T0 + DAY)
+    reserve(limiter, BACKOFF, T0 + DAY, "a")
+
+    assert not limiter.would_answer(PERSON, at=T0 + DAY - US)
+    assert limiter.would_answer(PERSON, at=T0 + DAY)
+    limiter.record_engagement(PERSON, at=T0 + DAY)
+    assert not limiter.would_answer(PERSON, at=T0 + 2 * DAY)
+
+
 def test_transactional_messages_neither_wait_for_nor_add_to_the_back_off(limiter: ContactLimiter) -> None:
     reserve(limiter, BACKOFF, T0, "a")
     for n in range(3):

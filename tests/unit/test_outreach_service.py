@@ -10,6 +10,7 @@ import pytest
 
 from engine.analysis import run_analysis
 from engine.channels import MaildirAdapter
+from engine.contact_policy import ContactPolicy
 from engine.limits import SqliteContactLimiter
 from engine.outreach import OutreachService
 from engine.settings import ContactSettings, Settings
@@ -17,11 +18,23 @@ from engine.targeting import choose_targets
 from graph.errors import PolicyViolation
 from graph.generator import generate_network
 from graph.model import ContactChannel, Segment
-from graph.outreach import Audience, AudienceKind, MessageStatus, Outreach, OutreachStatus
+from graph.outreach import (
+    Audience,
+    AudienceKind,
+    MessageKind,
+    MessageStatus,
+    Outreach,
+    OutreachStatus,
+    ShareChannel,
+    Template,
+    TemplatePurpose,
+    customer_key,
+)
 from graph.sqlite_store import SqliteStore
 from tests.program_factories import make_campaign
 
 NOON_IN_PARIS = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)
+EMAIL, MARKETING = ContactChannel.EMAIL, MessageKind.MARKETING
 
 
 @pytest.fixture
@@ -102,3 +115,54 @@ def test_an_outreach_is_launched_before_it_can_be_resumed(service: OutreachServi
     with pytest.raises(PolicyViolation):
         service.set_status("draft", OutreachStatus.RUNNING)
     assert service.launch("draft").status is OutreachStatus.RUNNING
+
+
+# --- a kit made from reads alone (what the API does on its event loop with the embedded store) ---------------------
+def some_customer(service: OutreachService) -> str:
+    return next(iter(service.store.iter_customers())).id
+
+
+def test_a_kit_from_reads_waits_for_the_code_that_only_the_writing_path_issues(service: OutreachService) -> None:
+    customer_id = some_customer(service)
+    assert service.local_reads
+
+    assert service.kit_from_reads(customer_id, "spring") is None
+    assert service.store.list_codes(customer_id=customer_id) == []
+
+    kit = service.kit(customer_id, "spring")
+    assert service.kit_from_reads(customer_id, "spring") == kit
+    assert len(service.store.list_codes(customer_id=customer_id)) == 1
+
+
+def test_a_kit_for_someone_whose_message_waits_for_an_answer_goes_the_writing_way(service: OutreachService) -> None:
+    """Asking for a kit is an engagement: it must answer the message, which only the writing path records."""
+    customer_id = some_customer(service)
+    service.kit(customer_id, "spring")
+    person = customer_key(customer_id)
+    policy = ContactPolicy(caps=(), backoff_after_ignored=1, backoff_base_days=1, backoff_factor=2)
+    assert service.limiter.reserve(person, EMAIL, MARKETING, at=NOON_IN_PARIS, policy=policy, token="m1").allowed
+    assert service.limiter.would_answer(person, at=NOON_IN_PARIS)
+
+    assert service.kit_from_reads(customer_id, "spring") is None
+    service.kit(customer_id, "spring")
+
+    assert not service.limiter.would_answer(person, at=NOON_IN_PARIS)
+    assert service.kit_from_reads(customer_id, "spring") is not None
+    assert service.limiter.reserve(person, EMAIL, MARKETING, at=NOON_IN_PARIS, policy=policy, token="m2").allowed
+
+
+def test_a_template_slower_than_the_callers_short_deadline_is_deferred_not_refused(service: OutreachService) -> None:
+    customer_id = some_customer(service)
+    service.kit(customer_id, "spring")
+    slow = "{% for i in range(1000) %}{% for j in range(40) %}{% endfor %}{% endfor %}Come along: {{ link }}"
+    service.save_template(
+        Template(
+            id="slow-x", purpose=TemplatePurpose.SHARE, channel=ShareChannel.X, body=slow, updated_at=NOON_IN_PARIS
+        ),
+        by="test",
+    )
+
+    assert service.kit_from_reads(customer_id, "spring", within_s=0.001) is None
+    kit = service.kit(customer_id, "spring")
+    assert kit.template_ids[ShareChannel.X] == "slow-x"
+    assert service.kit_from_reads(customer_id, "spring", within_s=5.0) == kit
