@@ -36,6 +36,8 @@ Everything here is pure except `load_kit_context`, at the end, which reads the s
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import threading
 import time
@@ -49,7 +51,7 @@ from functools import lru_cache, wraps
 from importlib.resources import files
 from pathlib import Path
 from types import BuiltinMethodType, MethodType
-from typing import Annotated, Any, Final, assert_never, cast
+from typing import Annotated, Any, Final, NamedTuple, assert_never, cast
 from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
 
@@ -545,6 +547,23 @@ def qr_svg(link: str) -> str:
 # --- the sandbox ---------------------------------------------------------------------------------------------------
 class RenderLimit(SecurityError):
     """A template went over its budget (time, size, range)."""
+
+
+class _Compiled(NamedTuple):
+    """A compiled template, the top-level names it reads, and a number no other compilation gets."""
+
+    template: JinjaTemplate
+    names: tuple[str, ...]
+    serial: int
+
+
+def _rendered_key(compiled: _Compiled, variables: Mapping[str, Any]) -> tuple[int, str] | None:
+    """What a text render depends on: the sandbox has no clock, randomness or I/O (see `_KitSandbox`), so the
+    same template given the same values of the names it reads says the same thing. None when a value is not JSON."""
+    try:
+        return compiled.serial, json.dumps([variables.get(name) for name in compiled.names], separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
 
 
 class RenderDeferred(Exception):
@@ -1087,7 +1106,9 @@ class KitRenderer:
     """Chooses, validates and renders kit templates in the sandbox (see the module docstring).
 
     Safe to share between threads: compiled templates are cached, and each render keeps its budget in a
-    context variable.
+    context variable. Text renders are kept too, by template and the values of the names it reads (a widget asks
+    for the same customer's kit on every page view), up to `rendered_cache_chars` characters of keys and texts;
+    HTML is always rendered afresh.
     """
 
     def __init__(
@@ -1098,6 +1119,7 @@ class KitRenderer:
         render_timeout_s: float = 1.0,
         max_template_chars: int = 10_000,
         cache_size: int = 512,
+        rendered_cache_chars: int = 16_000_000,
     ) -> None:
         self.templates_dir = templates_dir
         self.max_output_chars = max_output_chars
@@ -1106,8 +1128,12 @@ class KitRenderer:
         self._cache_size = cache_size
         self._text_env = _KitSandbox(autoescape=False, limit=max_output_chars)
         self._html_env = _KitSandbox(autoescape=True, limit=max_output_chars)
-        self._compiled: OrderedDict[tuple[str, bool, frozenset[str]], JinjaTemplate] = OrderedDict()
+        self._compiled: OrderedDict[tuple[str, bool, frozenset[str]], _Compiled] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._serials = itertools.count()
+        self._rendered: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._rendered_chars = 0
+        self._rendered_budget = rendered_cache_chars
         self._builtins = _load_builtins(templates_dir)
         self._builtin_set = frozenset(self._builtins.templates)
 
@@ -1176,7 +1202,7 @@ class KitRenderer:
                 compiled = self._compile(source, html=False, name=name, allowed=KIT_VARIABLES)
                 for sparse in (False, True):
                     sample = sample_context(locale=template.locale, segment=template.segment, sparse=sparse)
-                    self._run(compiled, _variables(sample), name=name)
+                    self._run(compiled.template, _variables(sample), name=name)
             except InvalidInput as exc:
                 problems.extend(p for p in exc.problems if p not in problems)
         if problems:
@@ -1353,9 +1379,32 @@ class KitRenderer:
         name: str,
         allowed: frozenset[str] = KIT_VARIABLES,
     ) -> str:
-        return self._run(self._compile(source, html=html, name=name, allowed=allowed), variables, name=name)
+        compiled = self._compile(source, html=html, name=name, allowed=allowed)
+        key = None if html else _rendered_key(compiled, variables)
+        if key is None:  # Markup and str print differently under autoescape, and JSON cannot tell them apart
+            return self._run(compiled.template, variables, name=name)
+        with self._cache_lock:
+            kept = self._rendered.get(key)
+            if kept is not None:
+                self._rendered.move_to_end(key)
+                return kept
+        text = self._run(compiled.template, variables, name=name)
+        self._keep_rendered(key, text)
+        return text
 
-    def _compile(self, source: str, *, html: bool, name: str, allowed: frozenset[str]) -> JinjaTemplate:
+    def _keep_rendered(self, key: tuple[int, str], text: str) -> None:
+        size = len(key[1]) + len(text)
+        if size > self._rendered_budget // 64:
+            return
+        with self._cache_lock:
+            if key not in self._rendered:
+                self._rendered[key] = text
+                self._rendered_chars += size
+            while self._rendered_chars > self._rendered_budget:
+                (_, values), dropped = self._rendered.popitem(last=False)
+                self._rendered_chars -= len(values) + len(dropped)
+
+    def _compile(self, source: str, *, html: bool, name: str, allowed: frozenset[str]) -> _Compiled:
         key = (source, html, allowed)
         with self._cache_lock:
             cached = self._compiled.get(key)
@@ -1373,8 +1422,10 @@ class KitRenderer:
             problems = _static_problems(ast, name, allowed)
             if problems:
                 raise InvalidInput(f"template {name} cannot be used", problems)
-            compiled = env.template_class.from_code(
-                env, env.compile(ast, filename=_TEMPLATE_FILE), env.make_globals(None)
+            compiled = _Compiled(
+                env.template_class.from_code(env, env.compile(ast, filename=_TEMPLATE_FILE), env.make_globals(None)),
+                tuple(sorted(meta.find_undeclared_variables(ast))),
+                next(self._serials),
             )
         except TemplateSyntaxError as exc:
             raise InvalidInput(

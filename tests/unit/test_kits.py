@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import qrcode  # type: ignore[import-untyped]
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.kits import (
     DEFAULT_CHANNEL_ORDER,
@@ -737,3 +739,50 @@ def test_load_kit_context_for_an_unknown_customer_is_not_found(store: SqliteStor
             unsubscribe_url=f"{BASE}/u",
             preferences_url=f"{BASE}/p",
         )
+
+
+# --- kept text renders ----------------------------------------------------------------------------------------------
+def test_a_kept_render_follows_every_value_the_template_reads_and_the_templates_text() -> None:
+    kept = KitRenderer()
+    template = share("{{ advocate.first_name }} ({{ advocate.segment }}): {{ friend_offer }} {{ link }}")
+    first = kept.preview(template, context(name="Jane Doe"))
+
+    assert kept.preview(template, context(name="Jane Doe")) == first
+    assert kept.preview(template, context(name="Lena Doe")).startswith("Lena (advocate)")
+    assert kept.preview(template, context(name="Jane Doe", segment=Segment.INFLUENCER)).startswith("Jane (influencer)")
+    edited = template.model_copy(update={"body": "Now: " + template.body, "version": 2})
+    assert kept.preview(edited, context(name="Jane Doe")) == "Now: " + first
+
+
+def test_kept_renders_stay_within_their_budget() -> None:
+    small = KitRenderer(rendered_cache_chars=30_000)
+    template = share("{{ advocate.first_name }} says: {{ friend_offer }} {{ link }}")
+    for n in range(200):
+        assert small.preview(template, context(name=f"Person{n} Doe")).startswith(f"Person{n} says")
+    assert 0 < len(small._rendered) < 200
+    assert small._rendered_chars <= 30_000
+
+
+KEPT = KitRenderer()
+FRESH = KitRenderer(rendered_cache_chars=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Jane Doe", "Lena Roe", "Ünal Ak", "Jo"]),
+            st.sampled_from([None, *Segment]),
+            st.sampled_from(["en", "fr", "en-GB"]),
+            st.sampled_from(["Trail shoes", "Tent", ""]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_kits_from_kept_renders_say_what_fresh_renders_say(
+    people: list[tuple[str, Segment | None, str, str]],
+) -> None:
+    for name, segment, locale, product in people:
+        ctx = context(name=name, segment=segment, locale=locale, product=product)
+        assert KEPT.render_kit(ctx) == FRESH.render_kit(ctx)
