@@ -1102,6 +1102,33 @@ def _variables(ctx: KitContext) -> dict[str, Any]:
     return ctx.model_dump(mode="json", exclude={"customer_id"})
 
 
+_BUILTIN_CHOICES: Final = 4096
+"""Built-in choices a renderer remembers (by purpose, channel, segment and locale) before it starts over."""
+
+
+def _most_specific(
+    candidates: Iterable[Template],
+    purpose: TemplatePurpose,
+    channel: ShareChannel,
+    segment: Segment | None,
+    locale: str,
+) -> Template | None:
+    """The template of this purpose and channel for the segment (or any) in the nearest locale, newest first."""
+    best: tuple[tuple[int, int, float, str], Template] | None = None
+    for template in candidates:
+        if template.purpose is not purpose or template.channel is not channel:
+            continue
+        if template.segment is not None and template.segment != segment:
+            continue
+        rank = _locale_rank(template.locale, locale)
+        if rank is None:
+            continue
+        key = (0 if template.segment is not None else 1, rank, -template.updated_at.timestamp(), template.id)
+        if best is None or key < best[0]:
+            best = (key, template)
+    return best[1] if best is not None else None
+
+
 class KitRenderer:
     """Chooses, validates and renders kit templates in the sandbox (see the module docstring).
 
@@ -1135,6 +1162,7 @@ class KitRenderer:
         self._rendered_chars = 0
         self._rendered_budget = rendered_cache_chars
         self._builtins = _load_builtins(templates_dir)
+        self._builtin_choice: dict[tuple[TemplatePurpose, ShareChannel, Segment | None, str], Template | None] = {}
         self._builtin_set = frozenset(self._builtins.templates)
 
     @property
@@ -1152,29 +1180,20 @@ class KitRenderer:
         locale: str = "en",
         marketer: Sequence[Template] = (),
     ) -> Template:
-        """The most specific template for a customer; `NotFound` when none fits."""
-        best: tuple[tuple[int, int, int, float, str], Template] | None = None
-        for origin, candidates in ((0, marketer), (1, self._builtins.templates)):
-            for template in candidates:
-                if template.purpose is not purpose or template.channel is not channel:
-                    continue
-                if template.segment is not None and template.segment != segment:
-                    continue
-                rank = _locale_rank(template.locale, locale)
-                if rank is None:
-                    continue
-                key = (
-                    origin,
-                    0 if template.segment is not None else 1,
-                    rank,
-                    -template.updated_at.timestamp(),
-                    template.id,
-                )
-                if best is None or key < best[0]:
-                    best = (key, template)
+        """The most specific template for a customer, a marketer's before a built-in one; `NotFound` when none fits."""
+        best = _most_specific(marketer, purpose, channel, segment, locale)
+        if best is None:
+            key = (purpose, channel, segment, locale)
+            if key in self._builtin_choice:
+                best = self._builtin_choice[key]
+            else:
+                best = _most_specific(self._builtins.templates, purpose, channel, segment, locale)
+                if len(self._builtin_choice) >= _BUILTIN_CHOICES:
+                    self._builtin_choice.clear()
+                self._builtin_choice[key] = best
         if best is None:
             raise NotFound(f"no {purpose.value} template for {channel.value} in {locale!r}")
-        return best[1]
+        return best
 
     def _by_id(self, template_id: str, marketer: Sequence[Template], purpose: TemplatePurpose) -> Template:
         found = next((t for t in (*marketer, *self._builtins.templates) if t.id == template_id), None)
