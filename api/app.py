@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(holder.try_open)
+        _freeze_startup_heap()
         try:
             yield
         finally:
@@ -157,6 +159,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
     return app
+
+
+def _freeze_startup_heap() -> None:
+    """Move what starting made (modules, routes, the OpenAPI models, ~230k objects) out of the collector's sight.
+
+    A full collection walked all of it: 100-250 ms on this machine, every few seconds under load, and every request
+    queued behind one waited that long (the kit's p99 at 500 requests/s was ~300 ms, its p50 5 ms). Objects made
+    later are collected as before. Once per process: a uvicorn worker starts one app, a test process many, whose
+    cycles a second freeze would keep forever."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 async def _sign_in(request: Request, exc: Exception) -> Response:

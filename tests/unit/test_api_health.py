@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -172,3 +174,26 @@ def test_every_api_operation_is_documented_with_tag_summary_and_problem_response
     schemas = spec["components"]["schemas"]
     for name in ("CustomerPage", "CustomerDetail", "GraphView", "ImportResult", "Problem"):
         assert schemas[name].get("examples"), name
+
+
+def test_a_started_app_freezes_its_startup_heap_once_per_process(tmp_path: Path) -> None:
+    """Full collections walking the startup heap were the kit's p99 under load (see `api.app`). In a fresh
+    interpreter, as a uvicorn worker starts: frozen after the first start, and a second app freezes nothing more."""
+    script = f"""
+import gc
+from fastapi.testclient import TestClient
+from api.app import create_app
+from engine.settings import Settings
+assert gc.get_freeze_count() == 0
+with TestClient(create_app(Settings(store={sqlite_url(tmp_path)!r}))) as client:
+    assert client.get("/healthz").status_code == 200
+first = gc.get_freeze_count()
+with TestClient(create_app(Settings(store={sqlite_url(tmp_path)!r}))):
+    pass
+print(first, gc.get_freeze_count())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    first, second = map(int, done.stdout.split())
+    assert first > 100_000
+    assert second - first < 500, "a second app's start froze its objects too (~1,700 more)"
