@@ -16,12 +16,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from api import idempotency
-from api.auth import RateLimits, SignInRequired, authorise, limit_public
+from api.auth import RateLimits, SignInRequired, authorise, document_credentials, limit_public
 from api.bodylimit import BodyLimitMiddleware
 from api.deps import ContactHolder, StoreHolder, click_recorder
 from api.idempotency import IdempotencyMiddleware
@@ -188,13 +189,23 @@ def _guarded(guard: Guard) -> dict[str, Any]:
 
 
 def _document_extras(app: FastAPI, settings: Settings) -> None:
-    """Add what FastAPI cannot infer to the OpenAPI document: the `Idempotency-Key` header."""
+    """Add what FastAPI cannot infer to the OpenAPI document: the `Idempotency-Key` header, and the credentials
+    on each route of a `v1` router (`authorise` reads them itself)."""
     build = app.openapi
+    guarded = [
+        (route.path, method.lower())
+        for router, guard in ROUTERS
+        if guard == "v1"
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+        for method in route.methods or ()
+    ]
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
             idempotency.document(schema, ttl_s=settings.api.idempotency_ttl_s)
+            document_credentials(schema, guarded)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -17,13 +17,14 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPBearer
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -275,6 +276,20 @@ customer_cookie = APIKeyCookie(
 )
 
 
+CREDENTIALS: Final = (bearer_scheme, marketer_cookie, customer_cookie)
+
+
+def document_credentials(schema: dict[str, Any], guarded: Iterable[tuple[str, str]]) -> None:
+    """Declare the credentials `authorise` accepts (any one of them) on each guarded `(path, method)`."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    for scheme in CREDENTIALS:
+        schemes[scheme.scheme_name] = scheme.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for path, method in guarded:
+        operation = schema.get("paths", {}).get(path, {}).get(method)
+        if operation is not None:
+            operation["security"] = [{scheme.scheme_name: []} for scheme in CREDENTIALS]
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -355,14 +370,11 @@ def check_rule(principal: Principal, rule: Rule, request: Request) -> None:
         raise Forbidden("a customer token reaches only its own customer's routes")
 
 
-async def authorise(
-    request: Request,
-    clock: ClockDep,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    _marketer: Annotated[str | None, Depends(marketer_cookie)],
-    _customer: Annotated[str | None, Depends(customer_cookie)],
-) -> Principal:
+async def authorise(request: Request, clock: ClockDep) -> Principal:
     """The guard of every `/v1` router: who is calling, may they call this route, and not too often.
+
+    It reads the credentials itself; `document_credentials` puts them in the OpenAPI document (as dependencies,
+    FastAPI would solve three more per request, for nothing but the document).
 
     A customer's token or session and in-process rate limits need no I/O and are checked on the event loop; API
     keys and marketer sessions (looked up in the store) and limits shared through Redis go to the threadpool.

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import POLICY, LocalWindows, Rule
+from api.auth import CUSTOMER_COOKIE, MARKETER_COOKIE, POLICY, LocalWindows, Rule
 from engine.access import Scope
 from engine.settings import ApiSettings, Settings
 from graph.model import utcnow
@@ -80,6 +81,22 @@ def bearer(key: str) -> dict[str, str]:
 def test_every_v1_route_has_exactly_one_access_rule_and_no_rule_is_stale() -> None:
     assert set(ROUTES) - set(POLICY) == set(), "routes without an access rule"
     assert set(POLICY) - set(ROUTES) == {("GET", "/metrics")}, "access rules for routes that do not exist"
+
+
+def test_the_openapi_document_names_the_credentials_on_exactly_the_guarded_routes() -> None:
+    """`authorise` reads the credentials itself; the document must still say which routes ask for them."""
+    schema = create_app(Settings(store="sqlite:///unused.db")).openapi()
+    asking = {
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") == [{"bearer": []}, {"marketerSession": []}, {"customerSession": []}]
+    }
+    assert asking == set(ROUTES)
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": ANY}
+    assert schemes["marketerSession"] == {"type": "apiKey", "in": "cookie", "name": MARKETER_COOKIE, "description": ANY}
+    assert schemes["customerSession"] == {"type": "apiKey", "in": "cookie", "name": CUSTOMER_COOKIE, "description": ANY}
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
