@@ -569,9 +569,13 @@ class _Compiled(NamedTuple):
 
 def _rendered_key(compiled: _Compiled, variables: Mapping[str, Any]) -> tuple[int, str] | None:
     """What a text render depends on: the sandbox has no clock, randomness or I/O (see `_KitSandbox`), so the
-    same template given the same values of the names it reads says the same thing. None when a value is not JSON."""
+    same template given the same values of the names it reads says the same thing. None when a value is not JSON,
+    or is markup (the `escape` filter leaves markup alone and escapes the same text as a string)."""
+    values = [variables.get(name) for name in compiled.names]
+    if any(isinstance(value, Markup) for value in values):
+        return None
     try:
-        return compiled.serial, json.dumps([variables.get(name) for name in compiled.names], separators=(",", ":"))
+        return compiled.serial, json.dumps(values, separators=(",", ":"))
     except (TypeError, ValueError):
         return None
 

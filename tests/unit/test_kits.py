@@ -15,6 +15,7 @@ import pytest
 import qrcode  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 from engine.kits import (
     DEFAULT_CHANNEL_ORDER,
@@ -786,3 +787,13 @@ def test_kits_from_kept_renders_say_what_fresh_renders_say(
     for name, segment, locale, product in people:
         ctx = context(name=name, segment=segment, locale=locale, product=product)
         assert KEPT.render_kit(ctx) == FRESH.render_kit(ctx)
+
+
+def test_markup_and_the_same_text_as_a_string_are_never_one_kept_render() -> None:
+    kept = KitRenderer()
+    template = share("{{ friend_offer | e }}")
+    compiled = kept._compile(template.body, html=False, name="t", allowed=KIT_VARIABLES)
+    as_text = kept._render(template.body, {"friend_offer": "<b>5 EUR</b>"}, html=False, name="t")
+    as_markup = kept._render(template.body, {"friend_offer": Markup("<b>5 EUR</b>")}, html=False, name="t")
+    assert (as_text, as_markup) == ("&lt;b&gt;5 EUR&lt;/b&gt;", "<b>5 EUR</b>")
+    assert compiled.names == ("friend_offer",)
