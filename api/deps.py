@@ -129,10 +129,6 @@ def holder_of(request: Request) -> StoreHolder:
 
 # Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the threadpool, a hop that
 # was a sizeable part of a `/r/{code}` redirect's time.
-async def get_holder(request: Request) -> StoreHolder:
-    return holder_of(request)
-
-
 async def get_store(request: Request) -> Store:
     """The open store at no cost; opening it (a network connection, a file) runs in the threadpool.
 
@@ -156,7 +152,6 @@ async def get_clock() -> Clock:
     return utcnow
 
 
-HolderDep = Annotated[StoreHolder, Depends(get_holder)]
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
