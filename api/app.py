@@ -24,7 +24,7 @@ from markupsafe import Markup
 from api import idempotency
 from api.auth import RateLimits, SignInRequired, authorise, document_credentials, limit_public
 from api.bodylimit import BodyLimitMiddleware
-from api.deps import ContactHolder, StoreHolder, click_recorder
+from api.deps import Clock, ContactHolder, StoreHolder, click_recorder
 from api.idempotency import IdempotencyMiddleware
 from api.observability import install_observability
 from api.problems import install_problem_handlers
@@ -32,6 +32,7 @@ from api.routes import ROUTERS, Guard
 from api.schemas import problem_responses
 from engine.kits import qr_svg
 from engine.settings import Settings, get_settings
+from graph.model import utcnow
 
 STATIC_DIR = Path(__file__).parent / "static"
 TEMPLATES_DIR = Path(str(files("templates")))
@@ -104,8 +105,9 @@ def _templates() -> Jinja2Templates:
     return templates
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the store opens in the lifespan, or on first use if it is down at startup."""
+def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> FastAPI:
+    """Build the app; the store opens in the lifespan, or on first use if it is down at startup. `clock` is the
+    time the programme sees (a test's clock)."""
     settings = settings or get_settings()
     holder = StoreHolder(settings)
     contact = ContactHolder(settings)
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.clock = clock
     app.state.store_holder = holder
     app.state.contact_holder = contact
     app.state.clicks = clicks

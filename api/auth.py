@@ -29,7 +29,7 @@ from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from api.deps import ClockDep, holder_of
+from api.deps import ClockDep, app_clock, holder_of
 from engine.access import (
     Scope,
     Session,
@@ -370,7 +370,7 @@ def check_rule(principal: Principal, rule: Rule, request: Request) -> None:
         raise Forbidden("a customer token reaches only its own customer's routes")
 
 
-async def authorise(request: Request, clock: ClockDep) -> Principal:
+async def authorise(request: Request) -> Principal:
     """The guard of every `/v1` router: who is calling, may they call this route, and not too often.
 
     It reads the credentials itself; `document_credentials` puts them in the OpenAPI document (as dependencies,
@@ -382,9 +382,10 @@ async def authorise(request: Request, clock: ClockDep) -> Principal:
     rule = POLICY.get((request.method if request.method != "HEAD" else "GET", route_template(request)))
     if rule is None:
         raise Forbidden("no access rule covers this route")  # fail closed; tests/unit/test_api_auth.py
+    now = app_clock(request)()
     if _admission_waits(request):
-        return await run_in_threadpool(_admit, request, rule, clock())
-    return _admit(request, rule, clock())
+        return await run_in_threadpool(_admit, request, rule, now)
+    return _admit(request, rule, now)
 
 
 def _admit(request: Request, rule: Rule, now: datetime) -> Principal:

@@ -38,7 +38,7 @@ from engine.referrals import ReferralService
 from engine.settings import Settings
 from graph.errors import StoreUnavailable
 from graph.factory import open_store, redact
-from graph.model import ContactChannel, utcnow
+from graph.model import ContactChannel
 from graph.program_store import Store
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,17 @@ async def get_settings_dep(request: Request) -> Settings:
 Clock = Callable[[], datetime]
 
 
-async def get_clock() -> Clock:
-    """The time the referral programme sees; tests replace it with `app.dependency_overrides[get_clock]`."""
-    return utcnow
+def app_clock(request: Request) -> Clock:
+    """The time the referral programme sees: `create_app(clock=...)` (a test's clock), else `utcnow`.
+
+    It is app state rather than a dependency so the hot routes' guard and services read it without FastAPI solving
+    one more dependency per request."""
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+async def get_clock(request: Request) -> Clock:
+    return app_clock(request)
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -173,10 +181,11 @@ async def get_clicks(request: Request) -> ClickRecorder | None:
 ClicksDep = Annotated[ClickRecorder | None, Depends(get_clicks)]
 
 
-async def get_service(request: Request, store: StoreDep, clock: ClockDep) -> ReferralService:
+async def get_service(request: Request) -> ReferralService:
     """One service per request: it holds nothing beyond the app's store and settings, so building it is free."""
+    store = await get_store(request)
     state = request.app.state
-    return ReferralService(store, state.settings.referral, clock=clock, clicks=state.clicks)
+    return ReferralService(store, state.settings.referral, clock=state.clock, clicks=state.clicks)
 
 
 def get_fulfiller(settings: SettingsDep) -> Fulfiller:
@@ -305,8 +314,9 @@ async def get_contact_holder(request: Request) -> ContactHolder:
 ContactHolderDep = Annotated[ContactHolder, Depends(get_contact_holder)]
 
 
-async def get_outreach_service(request: Request, store: StoreDep, clock: ClockDep) -> OutreachService:
-    """One per request, over the app's store and shared contact parts, reading the test-replaceable clock."""
+async def get_outreach_service(request: Request) -> OutreachService:
+    """One per request, over the app's store and shared contact parts, reading the app's clock."""
+    store = await get_store(request)
     holder: ContactHolder = request.app.state.contact_holder
     settings: Settings = request.app.state.settings
     contact = holder.current()
@@ -318,7 +328,7 @@ async def get_outreach_service(request: Request, store: StoreDep, clock: ClockDe
         limiter=contact.limiter,
         adapters=contact.adapters,
         renderer=contact.renderer,
-        clock=clock,
+        clock=app_clock(request),
     )
 
 

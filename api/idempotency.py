@@ -13,7 +13,6 @@ Webhooks are left out: their senders retry with the same event id, which the eng
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import re
 from collections.abc import Callable
@@ -27,7 +26,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import authenticate
-from api.deps import get_clock
 from api.problems import TYPE_PREFIX, problem_response
 from graph.access import IdempotencyRecord, IdempotencyState
 from graph.access_store import AccessStore
@@ -75,8 +73,7 @@ class IdempotencyMiddleware:
             )
             return
         app: FastAPI = scope["app"]
-        provided = app.dependency_overrides.get(get_clock, get_clock)()
-        clock: Callable[[], datetime] = await provided if inspect.isawaitable(provided) else provided
+        clock: Callable[[], datetime] = app.state.clock
         try:
             principal = await run_in_threadpool(authenticate, request, clock())
         except AdvocacyError:

@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.deps import get_clock
 from engine.settings import Settings
 from graph.program import CampaignStatus, CodeStatus
 from graph.program_store import Store
@@ -42,8 +41,7 @@ def clock() -> Clock:
 @contextmanager
 def program_client(url: str, clock: Clock, **settings: Any) -> Iterator[TestClient]:
     """The real app (as `api_client` builds it) whose programme reads the test's clock."""
-    app = create_app(Settings(store=url, **settings))
-    app.dependency_overrides[get_clock] = lambda: clock
+    app = create_app(Settings(store=url, **settings), clock=clock)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield sign_in(c)
 
