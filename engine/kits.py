@@ -42,7 +42,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -310,6 +310,12 @@ def reward_words(rules: Iterable[RewardRule], side: RewardSide, *, currency: str
     '10 EUR credit for each friend who buys; a badge at your 3rd'
     """
     language = _language(locale) if _language(locale) in _REWARD_PHRASES else "en"
+    return _reward_words(tuple(rules), side, currency, language)
+
+
+@lru_cache(maxsize=512)
+def _reward_words(rules: tuple[RewardRule, ...], side: RewardSide, currency: str, language: str) -> str:
+    """Kept per campaign's rules, side and language: every kit says the campaign's rewards twice."""
     words = _REWARD_PHRASES[language]
     phrases: list[str] = []
     for rule in rules:
@@ -571,11 +577,15 @@ def _rendered_key(compiled: _Compiled, variables: Mapping[str, Any]) -> tuple[in
     """What a text render depends on: the sandbox has no clock, randomness or I/O (see `_KitSandbox`), so the
     same template given the same values of the names it reads says the same thing. None when a value is not JSON,
     or is markup (the `escape` filter leaves markup alone and escapes the same text as a string)."""
-    values = [variables.get(name) for name in compiled.names]
+    values = _json_key([variables.get(name) for name in compiled.names])
+    return None if values is None else (compiled.serial, values)
+
+
+def _json_key(values: list[Any]) -> str | None:
     if any(isinstance(value, Markup) for value in values):
         return None
     try:
-        return compiled.serial, json.dumps(values, separators=(",", ":"))
+        return json.dumps(values, separators=(",", ":"))
     except (TypeError, ValueError):
         return None
 
@@ -1172,8 +1182,9 @@ class KitRenderer:
         self._compiled: OrderedDict[tuple[str, bool, frozenset[str]], _Compiled] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._serials = itertools.count()
-        self._rendered: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._rendered: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._rendered_chars = 0
+        self._kit_names: dict[tuple[int, ...], tuple[str, ...]] = {}
         self._rendered_budget = rendered_cache_chars
         self._builtins = _load_builtins(templates_dir)
         self._builtin_choice: dict[tuple[TemplatePurpose, ShareChannel, Segment | None, str], Template | None] = {}
@@ -1283,11 +1294,10 @@ class KitRenderer:
         else:
             order = DEFAULT_CHANNEL_ORDER
         variables = _variables(ctx)
-        messages: list[KitMessage] = []
-        used: dict[ShareChannel, str] = {}
+        used: dict[ShareChannel, Template] = {}
         for channel in dict.fromkeys(order):
             override = variant.template_ids.get(channel) if variant is not None else None
-            template = (
+            used[channel] = (
                 self._by_id(override, marketer, TemplatePurpose.SHARE)
                 if override
                 else self.choose(
@@ -1298,14 +1308,23 @@ class KitRenderer:
                     marketer=marketer,
                 )
             )
-            messages.append(self._share_message(template, channel, ctx, variables))
-            used[channel] = template.id
+        key = self._messages_key(used, ctx.link, variables)
+        kept = self._kept(key)
+        if kept is not None:
+            messages: tuple[KitMessage, ...] = kept
+        else:
+            messages = tuple(
+                self._share_message(template, channel, ctx, variables) for channel, template in used.items()
+            )
+            if key is not None:
+                size = sum(len(m.text) + len(m.share_url or "") + len(m.subject or "") for m in messages)
+                self._keep(key, messages, size + len(key[2]) + len(key[3]))
         return Kit(
             customer_id=ctx.customer_id,
             code=ctx.code,
             link=ctx.link,
             qr_url=qr_image_link(ctx.link),
-            messages=tuple(messages),
+            messages=messages,
             reward_for_you=ctx.reward_for_you,
             reward_for_friend=ctx.reward_for_friend,
             friend_offer=ctx.friend_offer,
@@ -1313,8 +1332,35 @@ class KitRenderer:
             segment=ctx.advocate.segment,
             locale=ctx.advocate.locale,
             variant_id=variant.id if variant is not None else None,
-            template_ids=used,
+            template_ids={channel: template.id for channel, template in used.items()},
         )
+
+    def _messages_key(
+        self, used: Mapping[ShareChannel, Template], link: str, variables: Mapping[str, Any]
+    ) -> tuple[str, tuple[tuple[ShareChannel, int, int], ...], str, str] | None:
+        """What a kit's messages depend on: each channel's compiled body and subject, the link (appended where a
+        text leaves it out) and the values of every name those templates read; one key for the whole kit instead
+        of one per render. None when a value cannot be a key (see `_rendered_key`)."""
+        parts: list[tuple[ShareChannel, int, int]] = []
+        compiled: list[_Compiled] = []
+        for channel, template in used.items():
+            body = self._compile(template.body, html=False, name=f"{template.id}.body", allowed=KIT_VARIABLES)
+            compiled.append(body)
+            subject = -1
+            if channel is ShareChannel.EMAIL and template.subject is not None:
+                name = f"{template.id}.subject"
+                compiled.append(self._compile(template.subject, html=False, name=name, allowed=KIT_VARIABLES))
+                subject = compiled[-1].serial
+            parts.append((channel, body.serial, subject))
+        serials = tuple(c.serial for c in compiled)
+        names = self._kit_names.get(serials)
+        if names is None:
+            names = tuple(sorted({name for c in compiled for name in c.names}))
+            if len(self._kit_names) >= 1024:
+                self._kit_names.clear()
+            self._kit_names[serials] = names
+        values = _json_key([variables.get(name) for name in names])
+        return None if values is None else ("kit", tuple(parts), link, values)
 
     def _share_message(
         self, template: Template, channel: ShareChannel, ctx: KitContext, variables: dict[str, Any]
@@ -1416,26 +1462,34 @@ class KitRenderer:
         key = None if html else _rendered_key(compiled, variables)
         if key is None:  # Markup and str print differently under autoescape, and JSON cannot tell them apart
             return self._run(compiled.template, variables, name=name)
-        with self._cache_lock:
-            kept = self._rendered.get(key)
-            if kept is not None:
-                self._rendered.move_to_end(key)
-                return kept
+        kept: str | None = self._kept(key)
+        if kept is not None:
+            return kept
         text = self._run(compiled.template, variables, name=name)
-        self._keep_rendered(key, text)
+        self._keep(key, text, len(key[1]) + len(text))
         return text
 
-    def _keep_rendered(self, key: tuple[int, str], text: str) -> None:
-        size = len(key[1]) + len(text)
+    def _kept(self, key: Hashable | None) -> Any:
+        if key is None:
+            return None
+        with self._cache_lock:
+            kept = self._rendered.get(key)
+            if kept is None:
+                return None
+            self._rendered.move_to_end(key)
+            return kept[0]
+
+    def _keep(self, key: Hashable, value: object, size: int) -> None:
+        """Keep a render (a text, or a kit's messages) within `rendered_cache_chars`, the least recent out first."""
         if size > self._rendered_budget // 64:
             return
         with self._cache_lock:
             if key not in self._rendered:
-                self._rendered[key] = text
+                self._rendered[key] = (value, size)
                 self._rendered_chars += size
             while self._rendered_chars > self._rendered_budget:
-                (_, values), dropped = self._rendered.popitem(last=False)
-                self._rendered_chars -= len(values) + len(dropped)
+                _, (_, dropped) = self._rendered.popitem(last=False)
+                self._rendered_chars -= dropped
 
     def _compile(self, source: str, *, html: bool, name: str, allowed: frozenset[str]) -> _Compiled:
         key = (source, html, allowed)

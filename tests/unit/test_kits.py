@@ -54,13 +54,18 @@ def renderer() -> KitRenderer:
 
 
 def context(
-    *, name: str = "Jane Doe", locale: str = "en", segment: Segment | None = Segment.ADVOCATE, **attrs: object
+    *,
+    name: str = "Jane Doe",
+    locale: str = "en",
+    segment: Segment | None = Segment.ADVOCATE,
+    code: str = "JANE10",
+    **attrs: object,
 ) -> KitContext:
     customer = make_customer(name=name, locale=locale, attributes=attrs or {"product": "Trail shoes"})
     campaign = make_campaign()
     return kit_context(
         customer,
-        make_code(customer, campaign, code="JANE10"),
+        make_code(customer, campaign, code=code),
         campaign,
         scores=make_scores(customer, segment=segment, community=4) if segment is not None else None,
         impact=Impact(friends_joined=3, friends_converted=1),
@@ -787,6 +792,56 @@ def test_kits_from_kept_renders_say_what_fresh_renders_say(
     for name, segment, locale, product in people:
         ctx = context(name=name, segment=segment, locale=locale, product=product)
         assert KEPT.render_kit(ctx) == FRESH.render_kit(ctx)
+
+
+MARKETER_BODIES = (
+    "{{ advocate.first_name }} recommends {{ advocate.purchases | join(', ') }}",
+    "{{ advocate.first_name }} recommends {{ advocate.purchases | join(', ') }}: {{ link }}",
+    "{{ friend_offer }}",
+    "Plain words, no names",
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Jane Doe", "Lena Roe"]),
+            st.sampled_from(["JANE10", "LENA20"]),
+            st.sampled_from(MARKETER_BODIES),
+            st.sampled_from([None, "{{ advocate.first_name }} has a gift", "A gift"]),
+            st.sampled_from([None, ("email", "x"), ("x", "email", "sms")]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_kept_kits_follow_their_templates_link_and_channels(
+    asks: list[tuple[str, str, str, str | None, tuple[str, ...] | None]],
+) -> None:
+    """A whole kit's messages are kept under one key: the chosen templates' texts (an edit is a new key), the link
+    (appended to a text that leaves it out) and the channels asked for."""
+    for name, code, body, subject, channels in asks:
+        ctx = context(name=name, code=code)
+        marketer = [
+            share(body, id="mine-x", channel=ShareChannel.X),
+            share(body, id="mine-email", channel=ShareChannel.EMAIL, subject=subject),
+        ]
+        order = None if channels is None else [ShareChannel(c) for c in channels]
+        kept = KEPT.render_kit(ctx, marketer=marketer, channels=order)
+        assert kept == FRESH.render_kit(ctx, marketer=marketer, channels=order)
+        assert all(code in message.text + (message.share_url or "") for message in kept.messages)
+
+
+def test_a_kits_messages_are_kept_whole_and_rendered_again_when_a_value_changes() -> None:
+    kept = KitRenderer()
+    first = kept.render_kit(context(name="Jane Doe"))
+    again = kept.render_kit(context(name="Jane Doe"))
+    assert all(a is b for a, b in zip(again.messages, first.messages, strict=True))
+    other = kept.render_kit(context(name="Lena Doe"))
+    assert not any(a is b for a, b in zip(other.messages, first.messages, strict=True))
+    assert any("Lena" in message.text for message in other.messages)
+    assert not any("Jane" in message.text for message in other.messages)
 
 
 def test_markup_and_the_same_text_as_a_string_are_never_one_kept_render() -> None:
