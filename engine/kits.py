@@ -1157,9 +1157,9 @@ class KitRenderer:
     """Chooses, validates and renders kit templates in the sandbox (see the module docstring).
 
     Safe to share between threads: compiled templates are cached, and each render keeps its budget in a
-    context variable. Text renders are kept too, by template and the values of the names it reads (a widget asks
-    for the same customer's kit on every page view), up to `rendered_cache_chars` characters of keys and texts;
-    HTML is always rendered afresh.
+    context variable. Text renders are kept too, by template and the values of the names it reads, and a kit's
+    messages whole, by its templates, link and the values they read (a widget asks for the same customer's kit on
+    every page view), up to `rendered_cache_chars` characters of keys and texts; HTML is always rendered afresh.
     """
 
     def __init__(
