@@ -6,6 +6,7 @@ customer reach another customer's data, fails here.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -351,6 +352,27 @@ def test_the_local_window_lets_hits_in_again_as_old_ones_leave_it() -> None:
     assert windows.hit("other", 2, 10, 5.0) is None
     assert windows.hit("k", 2, 10, 10.5) is None
     assert windows.hit("k", 2, 10, 10.6) == pytest.approx(0.4)
+
+
+def test_the_local_windows_are_nothing_the_garbage_collector_walks() -> None:
+    """One window per address that clicked, up to `MAX_KEYS`: each a container the collector tracks would be
+    walked by every full collection of the API process."""
+    windows = LocalWindows()
+    for n in range(50):
+        assert windows.hit(f"ip:10.0.0.{n}", 3, 60, float(n)) is None
+    assert windows.hit("ip:10.0.0.7", 1, 60, 8.0) is not None
+    assert not [key for key, hits in windows._hits.items() if gc.is_tracked(hits)]
+
+
+def test_the_local_windows_forget_idle_keys_when_there_are_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LocalWindows, "MAX_KEYS", 3)
+    windows = LocalWindows()
+    for key, at in (("a", 0.0), ("b", 1.0), ("c", 15.0)):
+        assert windows.hit(key, 2, 10, at) is None
+    assert windows.hit("d", 2, 10, 20.0) is None
+    assert sorted(windows._hits) == ["c", "d"]
+    assert windows.hit("c", 2, 10, 21.0) is None
+    assert windows.hit("c", 2, 10, 22.0) == pytest.approx(3.0)
 
 
 @pytest.mark.redis
