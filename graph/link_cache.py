@@ -25,16 +25,20 @@ V = TypeVar("V")
 
 
 class _Entries(Generic[V]):
-    """A bounded map of values with the monotonic time each was read."""
+    """A bounded map of values with the monotonic time each was read, oldest first."""
 
     def __init__(self, max_entries: int) -> None:
         self.items: OrderedDict[str, tuple[float, V]] = OrderedDict()
         self.max_entries = max_entries
 
-    def put(self, key: str, value: V, at: float) -> None:
+    def put(self, key: str, value: V, at: float, ttl_s: float) -> None:
+        """Keep `value`, and let go of the entries whose time is up: they would only be read again from the store,
+        and each (a model the garbage collector tracks) costs every full collection of the process."""
         self.items[key] = (at, value)
         self.items.move_to_end(key)
         while len(self.items) > self.max_entries:
+            self.items.popitem(last=False)
+        while self.items and at - next(iter(self.items.values()))[0] >= ttl_s:
             self.items.popitem(last=False)
 
 
@@ -83,7 +87,7 @@ class LinkCache:
         value = load(key)  # raises NotFound for a miss, which is never kept
         with self._lock:
             if generation == self._generation and self.ttl_s > 0:
-                entries.put(key, value, now)
+                entries.put(key, value, now, self.ttl_s)
         return value
 
     def forget_code(self, code: str) -> None:

@@ -52,6 +52,16 @@ def test_an_entry_is_answered_from_memory_until_its_time_is_up() -> None:
     assert asked == ["ADA7K2", "ADA7K2"]
 
 
+def test_entries_whose_time_is_up_are_let_go_as_new_ones_come() -> None:
+    ticks = Ticks()
+    cache = LinkCache(2.0, clock=ticks)
+    campaign = make_campaign()
+    for n in range(5):
+        cache.code(f"CODE{n}", lambda key: make_code(make_customer(), campaign, code=key))
+        ticks.now += 1.0
+    assert list(cache._codes.items) == ["CODE3", "CODE4"]
+
+
 def test_forgetting_a_code_makes_the_next_read_go_to_the_store() -> None:
     cache = LinkCache(60.0, clock=Ticks())
     answers, asked = codes(CodeStatus.ACTIVE, CodeStatus.REVOKED)
