@@ -310,12 +310,37 @@ def reward_words(rules: Iterable[RewardRule], side: RewardSide, *, currency: str
     '10 EUR credit for each friend who buys; a badge at your 3rd'
     """
     language = _language(locale) if _language(locale) in _REWARD_PHRASES else "en"
-    return _reward_words(tuple(rules), side, currency, language)
+    rules = tuple(rules)
+    key = (tuple(_said_of(rule) for rule in rules), side.value, currency, language)
+    said = _REWARDS_SAID.get(key)
+    if said is None:
+        said = _reward_words(rules, side, currency, language)
+        if len(_REWARDS_SAID) >= 512:
+            _REWARDS_SAID.clear()
+        _REWARDS_SAID[key] = said
+    return said
 
 
-@lru_cache(maxsize=512)
+_REWARDS_SAID: dict[tuple[object, ...], str] = {}
+"""Every kit says its campaign's rewards twice. Kept by plain values: keyed by the rules themselves, each lookup
+compared every rule field by field in Python once the campaign was read again (as the link cache does every few
+seconds), since the kept key still held the rules of the first read."""
+
+
+def _said_of(rule: RewardRule) -> tuple[object, ...]:
+    """What `_reward_words` reads of a rule."""
+    return (
+        rule.side.value,
+        rule.kind.value,
+        rule.amount_minor,
+        rule.percent,
+        rule.min_order_minor,
+        rule.milestone,
+        rule.max_per_customer,
+    )
+
+
 def _reward_words(rules: tuple[RewardRule, ...], side: RewardSide, currency: str, language: str) -> str:
-    """Kept per campaign's rules, side and language: every kit says the campaign's rewards twice."""
     words = _REWARD_PHRASES[language]
     phrases: list[str] = []
     for rule in rules:

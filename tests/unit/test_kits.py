@@ -7,9 +7,10 @@ import re
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -650,6 +651,27 @@ def test_reward_words_describe_each_rule() -> None:
     assert reward_words([], RewardSide.FRIEND, currency="EUR") == ""
 
 
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({}, "10 EUR credit for each friend who buys"),
+        ({"amount_minor": 2000}, "20 EUR credit for each friend who buys"),
+        ({"amount_minor": 0, "percent": 5}, "5% credit for each friend who buys"),
+        ({"kind": RewardKind.CASH}, "10 EUR cash for each friend who buys"),
+        ({"min_order_minor": 3000}, "10 EUR credit for each friend who spends 30 EUR or more"),
+        ({"max_per_customer": 5}, "10 EUR credit for each friend who buys (up to 5 friends)"),
+        ({"milestone": 3}, "10 EUR credit at your 3rd"),
+        ({"side": RewardSide.FRIEND}, ""),
+    ],
+)
+def test_kept_reward_words_follow_every_field_they_say(change: dict[str, object], words: str) -> None:
+    """Kept by the rules' values, not the rule objects: the same rules read again say the same, a change is said."""
+    rule = RewardRule(id="c", side=RewardSide.REFERRER, kind=RewardKind.CREDIT, amount_minor=1000)
+    assert reward_words([rule], RewardSide.REFERRER, currency="EUR") == "10 EUR credit for each friend who buys"
+    changed = RewardRule.model_validate({**rule.model_dump(), **change})
+    assert reward_words([changed], RewardSide.REFERRER, currency="EUR") == words
+
+
 def test_money_is_written_in_its_currencys_units() -> None:
     assert format_money(123456, "EUR") == "1,234.56 EUR"
     assert format_money(123456, "EUR", locale="fr") == "1\u202f234,56 EUR"
@@ -840,9 +862,12 @@ def test_a_kits_messages_are_kept_whole_and_rendered_again_when_a_value_changes(
     kept = KitRenderer()
     runs: list[str] = []
     run = kept._run
-    monkeypatch.setattr(
-        kept, "_run", lambda template, variables, *, name: runs.append(name) or run(template, variables, name=name)
-    )
+
+    def counted(template: Any, variables: Mapping[str, Any], *, name: str) -> str:
+        runs.append(name)
+        return run(template, variables, name=name)
+
+    monkeypatch.setattr(kept, "_run", counted)
     first = kept.render_kit(context(name="Jane Doe"))
     rendered = len(runs)
     assert rendered >= len(first.messages)
