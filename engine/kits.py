@@ -197,6 +197,9 @@ class KitMessage(_Model):
     share_url: str | None = None
 
 
+_SHARE_CHANNELS: Final[dict[str, ShareChannel]] = {channel.value: channel for channel in ShareChannel}
+
+
 class Kit(_Model):
     """What a customer gets to pass on: link, QR code, a message per channel, the rewards, and assets."""
 
@@ -311,7 +314,7 @@ def reward_words(rules: Iterable[RewardRule], side: RewardSide, *, currency: str
     """
     language = _language(locale) if _language(locale) in _REWARD_PHRASES else "en"
     rules = tuple(rules)
-    key = (tuple(_said_of(rule) for rule in rules), side.value, currency, language)
+    key = (tuple(_said_of(rule) for rule in rules), side, currency, language)
     said = _REWARDS_SAID.get(key)
     if said is None:
         said = _reward_words(rules, side, currency, language)
@@ -330,8 +333,8 @@ seconds), since the kept key still held the rules of the first read."""
 def _said_of(rule: RewardRule) -> tuple[object, ...]:
     """What `_reward_words` reads of a rule."""
     return (
-        rule.side.value,
-        rule.kind.value,
+        rule.side,
+        rule.kind,
         rule.amount_minor,
         rule.percent,
         rule.min_order_minor,
@@ -1337,7 +1340,7 @@ class KitRenderer:
         kept: tuple[tuple[str, str | None, str, str | None], ...] | None = self._kept(key)
         if kept is not None:
             messages = tuple(
-                KitMessage.model_construct(channel=ShareChannel(c), subject=s, text=t, share_url=u)
+                KitMessage.model_construct(channel=_SHARE_CHANNELS[c], subject=s, text=t, share_url=u)
                 for c, s, t, u in kept
             )
         else:
@@ -1347,7 +1350,7 @@ class KitRenderer:
             if key is not None:
                 # Kept as tuples of strings, which the garbage collector stops tracking: every object a cache
                 # holds is walked by each full collection, and on one worker they had grown to 100 ms.
-                plain = tuple((m.channel.value, m.subject, m.text, m.share_url) for m in messages)
+                plain = tuple((str(m.channel), m.subject, m.text, m.share_url) for m in messages)
                 size = sum(len(m.text) + len(m.share_url or "") + len(m.subject or "") for m in messages)
                 self._keep(key, plain, size + len(key[2]) + len(key[3]))
         return Kit(
@@ -1382,7 +1385,7 @@ class KitRenderer:
                 name = f"{template.id}.subject"
                 compiled.append(self._compile(template.subject, html=False, name=name, allowed=KIT_VARIABLES))
                 subject = compiled[-1].serial
-            parts.append((channel.value, body.serial, subject))
+            parts.append((str(channel), body.serial, subject))
         serials = tuple(c.serial for c in compiled)
         names = self._kit_names.get(serials)
         if names is None:
