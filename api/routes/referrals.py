@@ -188,8 +188,8 @@ def rotate_code(code: CodePath, service: ServiceDep) -> ReferralCode:
     "An unknown code answers 404 (an HTML page for browsers).",
     responses={302: {"description": "To the landing page"}, **program_problems(404, 503)},
 )
-async def follow_link(code: CodePath, request: Request, service: ServiceDep, settings: SettingsDep) -> RedirectResponse:
-    config = settings.referral
+async def follow_link(code: CodePath, request: Request, service: ServiceDep) -> RedirectResponse:
+    config = service.settings
     known_visitor = request.cookies.get(config.visitor_cookie)
     visitor = known_visitor if known_visitor and len(known_visitor) <= 64 else secrets.token_urlsafe(16)
     visit = {
