@@ -1399,10 +1399,11 @@ class KitRenderer:
     def _share_message(
         self, template: Template, channel: ShareChannel, ctx: KitContext, variables: dict[str, Any]
     ) -> KitMessage:
-        text = _tidy(self._text(template.body, variables, name=f"{template.id}.body"))
+        text = _tidy(self._render(template.body, variables, html=False, name=f"{template.id}.body", keep=False))
         subject = None
         if channel is ShareChannel.EMAIL and template.subject is not None:
-            subject = _one_line(self._text(template.subject, variables, name=f"{template.id}.subject"))
+            name = f"{template.id}.subject"
+            subject = _one_line(self._render(template.subject, variables, html=False, name=name, keep=False))
         if channel is ShareChannel.X:
             text = _shorten(text, X_TEXT_LIMIT)
         elif ctx.link not in text:
@@ -1491,9 +1492,12 @@ class KitRenderer:
         html: bool,
         name: str,
         allowed: frozenset[str] = KIT_VARIABLES,
+        keep: bool = True,
     ) -> str:
+        """`keep=False` for a kit's texts: the kit is kept whole, under one key; keeping each text as well cost a
+        key per text for renders that, for a customer seen the first time, are all new."""
         compiled = self._compile(source, html=html, name=name, allowed=allowed)
-        key = None if html else _rendered_key(compiled, variables)
+        key = None if html or not keep else _rendered_key(compiled, variables)
         if key is None:  # Markup and str print differently under autoescape, and JSON cannot tell them apart
             return self._run(compiled.template, variables, name=name)
         kept: str | None = self._kept(key)
@@ -1543,8 +1547,10 @@ class KitRenderer:
             problems = _static_problems(ast, name, allowed)
             if problems:
                 raise InvalidInput(f"template {name} cannot be used", problems)
+            # A plain copy of the sandbox's globals (set once, when it is made), not Jinja's ChainMap over them:
+            # every render copies a template's globals, and a ChainMap is copied key by key in Python.
             compiled = _Compiled(
-                env.template_class.from_code(env, env.compile(ast, filename=_TEMPLATE_FILE), env.make_globals(None)),
+                env.template_class.from_code(env, env.compile(ast, filename=_TEMPLATE_FILE), dict(env.globals)),
                 tuple(sorted(meta.find_undeclared_variables(ast))),
                 next(self._serials),
             )
