@@ -1212,7 +1212,7 @@ class KitRenderer:
         self._serials = itertools.count()
         self._rendered: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._rendered_chars = 0
-        self._kit_names: dict[tuple[int, ...], tuple[str, ...]] = {}
+        self._kit_names: dict[tuple[tuple[str, int, int], ...], tuple[str, ...]] = {}
         self._rendered_budget = rendered_cache_chars
         self._builtins = _load_builtins(templates_dir)
         self._builtin_choice: dict[tuple[TemplatePurpose, ShareChannel, Segment | None, str], Template | None] = {}
@@ -1336,7 +1336,8 @@ class KitRenderer:
                     marketer=marketer,
                 )
             )
-        key = self._messages_key(used, ctx.link, variables)
+        compiled = self._compiled_texts(used)
+        key = self._messages_key(compiled, ctx.link, variables)
         kept: tuple[tuple[str, str | None, str, str | None], ...] | None = self._kept(key)
         if kept is not None:
             messages = tuple(
@@ -1345,7 +1346,8 @@ class KitRenderer:
             )
         else:
             messages = tuple(
-                self._share_message(template, channel, ctx, variables) for channel, template in used.items()
+                self._share_message(used[channel], channel, ctx, variables, body, subject)
+                for channel, (body, subject) in compiled.items()
             )
             if key is not None:
                 # Kept as tuples of strings, which the garbage collector stops tracking: every object a cache
@@ -1369,41 +1371,57 @@ class KitRenderer:
             template_ids={channel: template.id for channel, template in used.items()},
         )
 
+    def _compiled_texts(
+        self, used: Mapping[ShareChannel, Template]
+    ) -> dict[ShareChannel, tuple[_Compiled, _Compiled | None]]:
+        """Each channel's compiled body and (for email) subject: the kit's key names them, and a miss renders them."""
+        compiled: dict[ShareChannel, tuple[_Compiled, _Compiled | None]] = {}
+        for channel, template in used.items():
+            body = self._compile(template.body, html=False, name=f"{template.id}.body", allowed=KIT_VARIABLES)
+            subject = None
+            if channel is ShareChannel.EMAIL and template.subject is not None:
+                name = f"{template.id}.subject"
+                subject = self._compile(template.subject, html=False, name=name, allowed=KIT_VARIABLES)
+            compiled[channel] = (body, subject)
+        return compiled
+
     def _messages_key(
-        self, used: Mapping[ShareChannel, Template], link: str, variables: Mapping[str, Any]
+        self,
+        compiled: Mapping[ShareChannel, tuple[_Compiled, _Compiled | None]],
+        link: str,
+        variables: Mapping[str, Any],
     ) -> tuple[str, tuple[tuple[str, int, int], ...], str, str] | None:
         """What a kit's messages depend on: each channel's compiled body and subject, the link (appended where a
         text leaves it out) and the values of every name those templates read; one key for the whole kit instead
         of one per render. None when a value cannot be a key (see `_rendered_key`)."""
-        parts: list[tuple[str, int, int]] = []
-        compiled: list[_Compiled] = []
-        for channel, template in used.items():
-            body = self._compile(template.body, html=False, name=f"{template.id}.body", allowed=KIT_VARIABLES)
-            compiled.append(body)
-            subject = -1
-            if channel is ShareChannel.EMAIL and template.subject is not None:
-                name = f"{template.id}.subject"
-                compiled.append(self._compile(template.subject, html=False, name=name, allowed=KIT_VARIABLES))
-                subject = compiled[-1].serial
-            parts.append((str(channel), body.serial, subject))
-        serials = tuple(c.serial for c in compiled)
-        names = self._kit_names.get(serials)
+        parts = tuple(
+            (str(channel), body.serial, -1 if subject is None else subject.serial)
+            for channel, (body, subject) in compiled.items()
+        )
+        names = self._kit_names.get(parts)
         if names is None:
-            names = tuple(sorted({name for c in compiled for name in c.names}))
+            texts = [text for pair in compiled.values() for text in pair if text is not None]
+            names = tuple(sorted({name for text in texts for name in text.names}))
             if len(self._kit_names) >= 1024:
                 self._kit_names.clear()
-            self._kit_names[serials] = names
+            self._kit_names[parts] = names
         values = _json_key([variables.get(name) for name in names])
-        return None if values is None else ("kit", tuple(parts), link, values)
+        return None if values is None else ("kit", parts, link, values)
 
     def _share_message(
-        self, template: Template, channel: ShareChannel, ctx: KitContext, variables: dict[str, Any]
+        self,
+        template: Template,
+        channel: ShareChannel,
+        ctx: KitContext,
+        variables: dict[str, Any],
+        body: _Compiled,
+        subject_text: _Compiled | None,
     ) -> KitMessage:
-        text = _tidy(self._render(template.body, variables, html=False, name=f"{template.id}.body", keep=False))
+        """One channel's message, rendered from its compiled texts; not kept text by text (the kit is kept whole)."""
+        text = _tidy(self._run(body.template, variables, name=f"{template.id}.body"))
         subject = None
-        if channel is ShareChannel.EMAIL and template.subject is not None:
-            name = f"{template.id}.subject"
-            subject = _one_line(self._render(template.subject, variables, html=False, name=name, keep=False))
+        if subject_text is not None:
+            subject = _one_line(self._run(subject_text.template, variables, name=f"{template.id}.subject"))
         if channel is ShareChannel.X:
             text = _shorten(text, X_TEXT_LIMIT)
         elif ctx.link not in text:
@@ -1492,12 +1510,9 @@ class KitRenderer:
         html: bool,
         name: str,
         allowed: frozenset[str] = KIT_VARIABLES,
-        keep: bool = True,
     ) -> str:
-        """`keep=False` for a kit's texts: the kit is kept whole, under one key; keeping each text as well cost a
-        key per text for renders that, for a customer seen the first time, are all new."""
         compiled = self._compile(source, html=html, name=name, allowed=allowed)
-        key = None if html or not keep else _rendered_key(compiled, variables)
+        key = None if html else _rendered_key(compiled, variables)
         if key is None:  # Markup and str print differently under autoescape, and JSON cannot tell them apart
             return self._run(compiled.template, variables, name=name)
         kept: str | None = self._kept(key)
