@@ -76,13 +76,12 @@ from graph.model import (
     CustomerScores,
     EdgeRecord,
     EdgeType,
-    EventKind,
     Scalar,
     Segment,
 )
 from graph.outreach import ShareChannel, Template, TemplatePurpose, Variant
 from graph.program import Campaign, ReferralCode, RewardKind, RewardRule, RewardSide, Slug
-from graph.program_store import Store
+from graph.program_store import KitReads, Store
 
 DEFAULT_TEMPLATES_DIR: Final[Path] = Path(str(files("templates"))) / "kits"
 
@@ -1627,24 +1626,26 @@ def load_kit_context(
     assets: Sequence[Asset] = (),
     impact: Impact | None = None,
     locale: str | None = None,
+    reads: KitReads | None = None,
 ) -> KitContext:
     """Read what a kit says about a customer: the customer, their latest scores, the campaign, their impact
-    (their own `REFERRED` edges) and what they bought (their latest purchase events, then their attributes).
+    (their own `REFERRED` edges) and what they bought (their latest purchase events, then their attributes), in
+    one `kit_reads` unless the caller passes the `reads` it made for the code and templates.
     `locale` speaks in another language than the customer's own (material for a friend)."""
-    customer = store.get_customer(customer_id)
+    if reads is None:
+        reads = store.kit_reads(customer_id, code.campaign_id)
+    customer = reads.customer
     if locale:
         customer = customer.model_copy(update={"locale": locale})
-    scores = store.get_scores(customer_id)
     campaign = store.link_campaign(code.campaign_id)
     if impact is None:
-        impact = impact_from_edges(customer_id, store.referrals_from(customer_id))
-    purchases = store.events_of(customer_id, kind=EventKind.PURCHASE, limit=20)
-    bought = purchase_names([*(event.attributes for event in purchases), customer.attributes])
+        impact = impact_from_edges(customer_id, reads.referrals)
+    bought = purchase_names([*(event.attributes for event in reads.purchases), customer.attributes])
     return kit_context(
         customer,
         code,
         campaign,
-        scores=scores,
+        scores=reads.scores,
         impact=impact,
         purchases=bought,
         public_base_url=public_base_url,

@@ -52,8 +52,8 @@ from graph.outreach import (
     Variant,
     customer_key,
 )
-from graph.program import CodeStatus, ConversionStatus, ReferralCode
-from graph.program_store import Store
+from graph.program import ConversionStatus, ReferralCode
+from graph.program_store import KitReads, Store, newest_active
 
 log = logging.getLogger(__name__)
 
@@ -370,8 +370,10 @@ class OutreachService:
     def kit(self, customer_id: str, campaign_id: str, *, outreach_id: str | None = None) -> Kit:
         """A customer's sharing kit, for their A/B variant when they came through an outreach."""
         variant = self._variant_of(customer_id, outreach_id)
+        reads = self.store.kit_reads(customer_id, campaign_id)
         self.limiter.record_engagement(customer_key(customer_id), at=self.clock())
-        return self._render_kit(customer_id, self.code_for(customer_id, campaign_id), variant)
+        code = reads.active_code or self.referrals.issue_code(customer_id, campaign_id)
+        return self._render_kit(reads, code, variant)
 
     @property
     def local_reads(self) -> bool:
@@ -387,11 +389,12 @@ class OutreachService:
         variant = self._variant_of(customer_id, outreach_id)
         if self.limiter.would_answer(customer_key(customer_id), at=self.clock()):
             return None
-        code = self._active_code(customer_id, campaign_id)
+        reads = self.store.kit_reads(customer_id, campaign_id)
+        code = reads.active_code
         if code is None:
             return None
         try:
-            return self._render_kit(customer_id, code, variant, within_s=within_s)
+            return self._render_kit(reads, code, variant, within_s=within_s)
         except RenderDeferred:
             return None
 
@@ -403,12 +406,12 @@ class OutreachService:
         return next(v for v in outreach.variants if v.id == chosen)
 
     def _render_kit(
-        self, customer_id: str, code: ReferralCode, variant: Variant | None, *, within_s: float | None = None
+        self, reads: KitReads, code: ReferralCode, variant: Variant | None, *, within_s: float | None = None
     ) -> Kit:
         return self.renderer.render_kit(
-            self.kit_context_of(customer_id, code),
+            self.kit_context_of(reads.customer.id, code, reads=reads),
             variant=variant,
-            marketer=self.store.list_templates(TemplatePurpose.SHARE),
+            marketer=reads.share_templates,
             within_s=within_s,
         )
 
@@ -598,11 +601,16 @@ class OutreachService:
         return self._active_code(customer_id, campaign_id) or self.referrals.issue_code(customer_id, campaign_id)
 
     def _active_code(self, customer_id: str, campaign_id: str) -> ReferralCode | None:
-        codes = self.store.list_codes(customer_id=customer_id, campaign_id=campaign_id)
-        return next((c for c in reversed(codes) if c.status is CodeStatus.ACTIVE), None)
+        return newest_active(self.store.list_codes(customer_id=customer_id, campaign_id=campaign_id))
 
     def kit_context_of(
-        self, customer_id: str, code: ReferralCode, *, unsubscribe: str | None = None, locale: str | None = None
+        self,
+        customer_id: str,
+        code: ReferralCode,
+        *,
+        unsubscribe: str | None = None,
+        locale: str | None = None,
+        reads: KitReads | None = None,
     ) -> KitContext:
         """What a kit of `code` says about the customer, with their own unsubscribe link unless one is given."""
         base = self.settings.api.public_base_url
@@ -615,6 +623,7 @@ class OutreachService:
             unsubscribe_url=link,
             preferences_url=link,
             locale=locale,
+            reads=reads,
         )
 
     def _invitations_outreach(self, campaign_id: str) -> str:

@@ -75,11 +75,11 @@ from graph.model import (
     Referral,
 )
 from graph.neo4j_access import Neo4jAccess
-from graph.neo4j_outreach import Neo4jOutreach
-from graph.neo4j_program import EPOCH, Neo4jProgram, from_us, to_us
-from graph.outreach import Outreach, customer_key, without_person
+from graph.neo4j_outreach import Neo4jOutreach, _template_from
+from graph.neo4j_program import EPOCH, Neo4jProgram, _code_from, from_us, to_us
+from graph.outreach import Outreach, TemplatePurpose, customer_key, without_person
 from graph.program import FraudVerdict, scrub_text, scrub_verdict
-from graph.program_store import ERASED
+from graph.program_store import ERASED, KitReads
 from graph.store import RowWriter
 
 T = TypeVar("T")
@@ -213,6 +213,11 @@ def _edge_converter(edge_type: EdgeType) -> Callable[[list[Any]], list[EdgeRecor
         ]
 
     return convert
+
+
+def _referral(referrer_id: str, row: list[Any]) -> EdgeRecord:
+    friend_id, status, at_us = row
+    return EdgeRecord(referrer_id, friend_id, EdgeType.REFERRED, status, 1.0, _from_us(at_us))
 
 
 def _event(
@@ -586,8 +591,7 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
 
     def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
         def work(tx: ManagedTransaction) -> list[EdgeRecord]:
-            rows = [record["row"] for record in tx.run(cypher.REFERRALS_FROM, id=customer_id)]
-            return [EdgeRecord(customer_id, f, EdgeType.REFERRED, status, 1.0, _from_us(at)) for f, status, at in rows]
+            return [_referral(customer_id, record["row"]) for record in tx.run(cypher.REFERRALS_FROM, id=customer_id)]
 
         return self._read("read a customer's referrals", work)
 
@@ -631,6 +635,33 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
 
         row = self._read("read scores", work)
         return None if row is None else _scores_from(row)
+
+    def kit_reads(self, customer_id: str, campaign_id: str, *, purchases: int = 20) -> KitReads:
+        if purchases < 0:
+            raise InvalidInput(f"purchases must be zero or more, not {purchases}")
+        params = {
+            "id": customer_id,
+            "campaign_id": campaign_id,
+            "kind": EventKind.PURCHASE.value,
+            "limit": purchases,
+            "purpose": TemplatePurpose.SHARE.value,
+        }
+
+        def work(tx: ManagedTransaction) -> dict[str, Any] | None:
+            record = tx.run(program_cypher.KIT_READS, params).single()
+            return None if record is None else record.data()
+
+        found = self._read("read a customer's kit", work)
+        if found is None:
+            raise NotFound(f"no customer {customer_id!r}")
+        return KitReads(
+            customer=_customer_from(found["customer"]),
+            scores=None if found["scores"] is None else _scores_from(found["scores"]),
+            codes=tuple(map(_code_from, found["codes"])),
+            referrals=tuple(_referral(customer_id, row) for row in found["referrals"]),
+            purchases=tuple(_event(event_id, customer_id, *rest) for event_id, *rest in found["purchases"]),
+            share_templates=tuple(map(_template_from, found["templates"])),
+        )
 
     def get_run(self, run_id: str) -> AnalysisRun:
         def work(tx: ManagedTransaction) -> list[Any] | None:

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from graph.cypher import REFERRED, _at_us, _datetime
+from graph.cypher import PERFORMED, REFERRED, _at_us, _customer_fields, _datetime, _score_fields
+from graph.outreach_cypher import _template_fields
 
 OWNS: Final = "OWNS"
 FOR: Final = "FOR"
@@ -167,6 +168,30 @@ LIST_CODES_OF_CUSTOMER: Final = f"""
 MATCH (k:Code {{customer_id: $customer_id}}) WHERE $campaign_id IS NULL OR k.campaign_id = $campaign_id
 RETURN {_code_fields} AS row ORDER BY k.created_at, k.code
 """
+KIT_READS: Final = f"""
+MATCH (c:Customer {{id: $id}})
+RETURN [{_customer_fields}] AS customer,
+    CASE WHEN c.scored_run_id IS NULL THEN null ELSE {_score_fields} END AS scores,
+    COLLECT {{
+        MATCH (k:Code {{customer_id: $id}}) WHERE k.campaign_id = $campaign_id
+        RETURN {_code_fields} ORDER BY k.created_at, k.code
+    }} AS codes,
+    COLLECT {{
+        MATCH (c)-[r:{REFERRED}]->(f:Customer)
+        RETURN [f.id, r.status, {_us("r.at")}] ORDER BY f.id
+    }} AS referrals,
+    COLLECT {{
+        MATCH (c)-[:{PERFORMED}]->(e:Event) WHERE e.kind = $kind
+        RETURN [e.id, e.kind, {_us("e.at")}, e.value, e.attributes_json] ORDER BY e.at DESC, e.id LIMIT $limit
+    }} AS purchases,
+    COLLECT {{
+        MATCH (t:Template) WHERE t.purpose = $purpose
+        RETURN {_template_fields} ORDER BY t.id
+    }} AS templates
+"""
+"""`Store.kit_reads` in one statement (one round trip instead of six transactions): the same rows as
+`GET_CUSTOMER`, `GET_SCORES`, `LIST_CODES_OF_CUSTOMER`, `REFERRALS_FROM`, `EVENTS_OF` and `LIST_TEMPLATES`; no
+row for an unknown customer."""
 LIST_CODES_IN_CAMPAIGN: Final = f"""
 MATCH (k:Code {{campaign_id: $campaign_id}})
 RETURN {_code_fields} AS row ORDER BY k.created_at, k.code

@@ -14,11 +14,14 @@ set to the tombstone `ERASED`, and attributions naming them as referrer are rewr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol, runtime_checkable
 
 from graph.access_store import AccessStore
 from graph.link_cache import LinkCache
+from graph.model import Customer, CustomerScores, EdgeRecord, Event
+from graph.outreach import Template
 from graph.outreach_store import OutreachStore
 from graph.program import (
     Attribution,
@@ -227,6 +230,38 @@ class ProgramStore(Protocol):
         """Every conversion (of one campaign), ordered by order time."""
 
 
+@dataclass(frozen=True, slots=True)
+class KitReads:
+    """Everything a customer's kit is made of, read together (`Store.kit_reads`)."""
+
+    customer: Customer
+    scores: CustomerScores | None
+    codes: tuple[ReferralCode, ...]
+    """Their codes in the campaign, oldest first (`list_codes`)."""
+    referrals: tuple[EdgeRecord, ...]
+    """`referrals_from`: the friends they brought, and how far each got."""
+    purchases: tuple[Event, ...]
+    """Their latest purchase events, newest first (`events_of(kind=PURCHASE)`)."""
+    share_templates: tuple[Template, ...]
+    """The marketer's share templates (`list_templates(SHARE)`), from which each channel's text is chosen."""
+
+    @property
+    def active_code(self) -> ReferralCode | None:
+        return newest_active(self.codes)
+
+
+def newest_active(codes: Sequence[ReferralCode]) -> ReferralCode | None:
+    """The newest of a customer's codes (oldest first, as `list_codes` gives them) that still works: the one a
+    kit links to."""
+    return next((code for code in reversed(codes) if code.status is CodeStatus.ACTIVE), None)
+
+
 @runtime_checkable
 class Store(GraphStore, ProgramStore, OutreachStore, AccessStore, Protocol):
     """What the engine's services take: the customer graph, the programme and the outreach, in one store."""
+
+    def kit_reads(self, customer_id: str, campaign_id: str, *, purchases: int = 20) -> KitReads:
+        """What `get_customer`, `get_scores`, `list_codes`, `referrals_from`, `events_of(kind=PURCHASE,
+        limit=purchases)` and `list_templates(SHARE)` give, in one read transaction: one snapshot, and on Neo4j
+        one statement, where each transaction costs several round trips (a kit made of six reads spent 17 ms in
+        them). `NotFound` for an unknown customer."""

@@ -148,6 +148,13 @@ def _check_limit(limit: int) -> None:
         raise InvalidInput(f"limit must be zero or more, not {limit}")
 
 
+def templates_in(conn: sqlite3.Connection, purpose: TemplatePurpose | None) -> list[Template]:
+    """`list_templates` on a connection, so `kit_reads` reads them in its own transaction."""
+    where, params = _where((("purpose = ?", None if purpose is None else purpose.value),))
+    rows = conn.execute(f"SELECT body FROM templates WHERE {where} ORDER BY id", params)  # noqa: S608 - constant
+    return [Template.model_validate_json(row[0]) for row in rows]
+
+
 class SqliteOutreach:
     """`OutreachStore` over the host's `_run`; see the module docstring."""
 
@@ -178,9 +185,7 @@ class SqliteOutreach:
         return Template.model_validate_json(rows[0][0])
 
     def list_templates(self, purpose: TemplatePurpose | None = None) -> list[Template]:
-        where, params = _where((("purpose = ?", None if purpose is None else purpose.value),))
-        rows = self._read(f"SELECT body FROM templates WHERE {where} ORDER BY id", params)  # noqa: S608 - constant
-        return [Template.model_validate_json(row[0]) for row in rows]
+        return self._run(lambda conn: templates_in(conn, purpose), write=False, begin=False)
 
     def delete_template(self, template_id: str) -> None:
         def work(conn: sqlite3.Connection) -> None:

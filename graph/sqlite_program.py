@@ -437,6 +437,13 @@ def _reverse_edge(conn: sqlite3.Connection, conversion: Conversion, at: datetime
         conn.execute(_REVERSE_EDGE, (_to_us(at), attribution.referrer_id, conversion.order.customer_id))
 
 
+def codes_in(conn: sqlite3.Connection, customer_id: str | None, campaign_id: str | None) -> list[ReferralCode]:
+    """`list_codes` on a connection, so `kit_reads` reads them in its own transaction."""
+    where, params = _where((("customer_id = ?", customer_id), ("campaign_id = ?", campaign_id)))
+    sql = f"SELECT {_CODE_COLUMNS} FROM codes WHERE {where} ORDER BY created_at_us, code"  # noqa: S608
+    return [_code_from(row) for row in conn.execute(sql, params)]
+
+
 def _where(filters: Iterable[tuple[str, object]]) -> tuple[str, list[object]]:
     """`WHERE` text and parameters for the filters that were given (value not None); clause text is constant.
 
@@ -526,9 +533,7 @@ class SqliteProgram(CachedLinks):
         return self._run(lambda conn: self._code_in(conn, code), write=False, begin=False)
 
     def list_codes(self, *, customer_id: str | None = None, campaign_id: str | None = None) -> list[ReferralCode]:
-        where, params = _where((("customer_id = ?", customer_id), ("campaign_id = ?", campaign_id)))
-        sql = f"SELECT {_CODE_COLUMNS} FROM codes WHERE {where} ORDER BY created_at_us, code"  # noqa: S608
-        return [_code_from(row) for row in self._rows(sql, params)]
+        return self._run(lambda conn: codes_in(conn, customer_id, campaign_id), write=False, begin=False)
 
     def set_code_status(
         self, code: str, status: CodeStatus, *, at: datetime, replaced_by: str | None = None

@@ -49,9 +49,21 @@ from graph.model import (
     Influence,
     Referral,
 )
+from graph.outreach import TemplatePurpose
+from graph.program_store import KitReads
 from graph.sqlite_access import ACCESS_TABLES, SCHEMA_V4, SqliteAccess
-from graph.sqlite_outreach import OUTREACH_TABLES, SCHEMA_V3, SqliteOutreach
-from graph.sqlite_program import _EPOCH, PROGRAM_TABLES, SCHEMA_V2, SCHEMA_V5, SqliteProgram, _from_us, _opt_us, _to_us
+from graph.sqlite_outreach import OUTREACH_TABLES, SCHEMA_V3, SqliteOutreach, templates_in
+from graph.sqlite_program import (
+    _EPOCH,
+    PROGRAM_TABLES,
+    SCHEMA_V2,
+    SCHEMA_V5,
+    SqliteProgram,
+    _from_us,
+    _opt_us,
+    _to_us,
+    codes_in,
+)
 from graph.store import RowWriter
 
 SCHEMA_VERSION = 5
@@ -288,6 +300,15 @@ _EDGES_OF: dict[EdgeType, str] = {
 }
 """Each answered from the primary key (first column) and the index on the second, as one OR-by-union lookup."""
 _EVENT_COLUMNS = "id, customer_id, kind, at_us, value, attributes"
+_CUSTOMER_SQL = f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?"  # noqa: S608 - constant columns
+_SCORES_SQL = f"SELECT {_SCORE_COLUMNS} FROM scores WHERE customer_id = ?"  # noqa: S608 - constant columns
+_REFERRALS_FROM_SQL = (
+    "SELECT referrer_id, friend_id, status, at_us FROM referrals WHERE referrer_id = ? ORDER BY friend_id"
+)
+_EVENTS_OF_SQL = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE customer_id = ?1"  # noqa: S608 - constant columns
+    " AND (?2 IS NULL OR kind = ?2) ORDER BY at_us DESC, id LIMIT ?3"
+)
 
 
 def _event_from(row: Row) -> Event:
@@ -714,7 +735,7 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         return row
 
     def get_customer(self, customer_id: str) -> Customer:
-        row = self._fetch_one(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?", customer_id)  # noqa: S608 - constant columns
+        row = self._fetch_one(_CUSTOMER_SQL, customer_id)
         if row is None:
             raise NotFound(f"no customer {customer_id!r}")
         return _customer_from(row)
@@ -745,12 +766,7 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
 
     def referrals_from(self, customer_id: str) -> list[EdgeRecord]:
         rows: list[Row] = self._run(
-            lambda conn: conn.execute(
-                "SELECT referrer_id, friend_id, status, at_us FROM referrals WHERE referrer_id = ? ORDER BY friend_id",
-                (customer_id,),
-            ).fetchall(),
-            write=False,
-            begin=False,
+            lambda conn: conn.execute(_REFERRALS_FROM_SQL, (customer_id,)).fetchall(), write=False, begin=False
         )
         return [_referral_edge(row) for row in rows]
 
@@ -769,14 +785,9 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
     def events_of(self, customer_id: str, *, kind: EventKind | None = None, limit: int = 50) -> list[Event]:
         if limit < 0:
             raise InvalidInput(f"limit must be zero or more, not {limit}")
+        params = (customer_id, None if kind is None else kind.value, limit)
         rows: list[Row] = self._run(
-            lambda conn: conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE customer_id = ?1"  # noqa: S608 - constant columns
-                " AND (?2 IS NULL OR kind = ?2) ORDER BY at_us DESC, id LIMIT ?3",
-                (customer_id, None if kind is None else kind.value, limit),
-            ).fetchall(),
-            write=False,
-            begin=False,
+            lambda conn: conn.execute(_EVENTS_OF_SQL, params).fetchall(), write=False, begin=False
         )
         return [_event_from(row) for row in rows]
 
@@ -785,8 +796,29 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         return None if row is None else _event_from(row)
 
     def get_scores(self, customer_id: str) -> CustomerScores | None:
-        row = self._fetch_one(f"SELECT {_SCORE_COLUMNS} FROM scores WHERE customer_id = ?", customer_id)  # noqa: S608 - constant columns
+        row = self._fetch_one(_SCORES_SQL, customer_id)
         return None if row is None else _scores_from(row)
+
+    def kit_reads(self, customer_id: str, campaign_id: str, *, purchases: int = 20) -> KitReads:
+        if purchases < 0:
+            raise InvalidInput(f"purchases must be zero or more, not {purchases}")
+
+        def work(conn: _Connection) -> KitReads:
+            row = conn.execute(_CUSTOMER_SQL, (customer_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no customer {customer_id!r}")
+            scores = conn.execute(_SCORES_SQL, (customer_id,)).fetchone()
+            bought = conn.execute(_EVENTS_OF_SQL, (customer_id, EventKind.PURCHASE.value, purchases))
+            return KitReads(
+                customer=_customer_from(row),
+                scores=None if scores is None else _scores_from(scores),
+                codes=tuple(codes_in(conn, customer_id, campaign_id)),
+                referrals=tuple(map(_referral_edge, conn.execute(_REFERRALS_FROM_SQL, (customer_id,)))),
+                purchases=tuple(map(_event_from, bought)),
+                share_templates=tuple(templates_in(conn, TemplatePurpose.SHARE)),
+            )
+
+        return self._run(work, write=False)
 
     def get_run(self, run_id: str) -> AnalysisRun:
         row = self._fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", run_id)  # noqa: S608 - constant columns
