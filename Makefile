@@ -48,6 +48,7 @@ bench: install  ## run the benchmarks (needs services-up for the Neo4j and Redis
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.targeting
 	$(BIN)/python -m bench.analysis_scale
+	$(BIN)/python -m bench.kit_store
 
 bench-http: install  ## HTTP load on loopback: /r/{code} and a kit beside a bare FastAPI app (installs wrk if missing)
 	@command -v wrk >/dev/null 2>&1 || { \
