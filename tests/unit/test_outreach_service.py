@@ -166,3 +166,30 @@ def test_a_template_slower_than_the_callers_short_deadline_is_deferred_not_refus
     kit = service.kit(customer_id, "spring")
     assert kit.template_ids[ShareChannel.X] == "slow-x"
     assert service.kit_from_reads(customer_id, "spring", within_s=5.0) == kit
+
+
+SINGLE_READS = ("get_customer", "get_scores", "list_codes", "referrals_from", "events_of", "list_templates")
+
+
+def test_a_kit_reads_what_it_is_made_of_in_one_store_call(
+    service: OutreachService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `kit_reads`, not the six single reads: on Neo4j each read is a transaction of several round trips."""
+    customer_id = some_customer(service)
+    service.kit(customer_id, "spring")
+    calls: list[str] = []
+    for name in (*SINGLE_READS, "kit_reads"):
+        method = getattr(service.store, name)
+
+        def counted(*args: object, _name: str = name, _method: object = method, **kwargs: object) -> object:
+            calls.append(_name)
+            return _method(*args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(service.store, name, counted)
+
+    from_reads = service.kit_from_reads(customer_id, "spring")
+    assert calls == ["kit_reads"]
+    calls.clear()
+    written = service.kit(customer_id, "spring")
+    assert calls == ["kit_reads"]
+    assert from_reads == written
