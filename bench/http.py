@@ -2,6 +2,7 @@
 
     python -m bench.http [--customers 3000] [--coded 2500] [--workers 1,2] [--duration 8] [--rate 500]
                          [--rate-seconds 8] [--connections 32] [--profile N]
+                         [--store-url bolt://127.0.0.1:7687 [--redis-url redis://127.0.0.1:6390/9] --wipe]
 
 Needs wrk (`apt-get update -qq && apt-get install -y -qq wrk`, or `make bench-http`, which installs it).
 
@@ -34,6 +35,12 @@ engineers share this 2-core machine: each run's 1-minute load average before and
 a run that starts with a load above 2 is repeated once (time allowing) and the better run kept. `--profile N`
 instead profiles N requests to each path in this process (no server, no threadpool) and prints where the time goes.
 Writes `bench/results/http.json`. Never run under pytest.
+
+`--store-url` serves the same workload from the production store instead (Neo4j, emptied first: `--wipe` says the
+benchmark may), and `--redis-url` counts contacts in Redis (its database flushed first) as production does; the
+kit then takes the threadpool path (`OutreachService.kit`, which records the engagement), and the Neo4j server
+shares the two cores with everything else. Writes `bench/results/http_neo4j.json` then, so the embedded store's
+file stays the headline.
 """
 
 from __future__ import annotations
@@ -67,13 +74,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
+import redis
 
 from bench.common import Row, machine_facts, print_table, write_results
 from engine.access import issue_customer_token, new_api_key
 from engine.ingest import load_synthetic
 from engine.referrals import ReferralService
 from engine.settings import ReferralSettings
-from graph.factory import open_store
+from graph.factory import open_store, redact
 from graph.model import utcnow
 from graph.program import Campaign
 
@@ -129,12 +137,23 @@ class Fixture:
     env: dict[str, str]
 
 
-def prepare(tmp: Path, *, customers: int, coded: int, log: Callable[[str], None] = print) -> Fixture:
-    """Seed a fresh store in `tmp` and make the credentials (tokens now: they live half an hour)."""
-    store_url = f"sqlite:///{tmp / 'http.db'}"
+def prepare(
+    tmp: Path,
+    *,
+    customers: int,
+    coded: int,
+    log: Callable[[str], None] = print,
+    store_url: str | None = None,
+    redis_url: str | None = None,
+) -> Fixture:
+    """Seed a fresh store in `tmp` (or the emptied `store_url`) and make the credentials (tokens now: they live
+    half an hour). With `redis_url`, the app counts contacts there (the database is flushed first)."""
+    store_url = store_url or f"sqlite:///{tmp / 'http.db'}"
     started = time.perf_counter()
     store = open_store(store_url)
     try:
+        if not store_url.startswith("sqlite:"):
+            store.delete_all()
         report = load_synthetic(store, customers, seed=7)
         now = utcnow()
         campaign = Campaign.model_validate({**json.loads(CAMPAIGN_FILE.read_text()), "created_at": now})
@@ -163,6 +182,9 @@ def prepare(tmp: Path, *, customers: int, coded: int, log: Callable[[str], None]
         "ADVOCACY_API__RATE_LIMIT_KEY": RATE_LIMIT,
         "ADVOCACY_API__LOG_LEVEL": "WARNING",  # the app's own access line, as uvicorn's goes with --no-access-log
     }
+    if redis_url:
+        redis.Redis.from_url(redis_url).flushdb()
+        env.update({"ADVOCACY_CONTACT__BACKEND": "redis", "ADVOCACY_CONTACT__REDIS_DB_URL": redis_url})
     log(
         f"seeded {report.customers:,} customers, {report.influences:,} influences, {len(codes):,} codes in "
         f"campaign {campaign.id!r} and {len(tokens):,} customer tokens in {time.perf_counter() - started:.1f} s"
@@ -877,7 +899,9 @@ def run(args: argparse.Namespace) -> None:
     results: dict[int, dict[str, tuple[Result, Result]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp_name:
         tmp = Path(tmp_name)
-        fixture = prepare(tmp, customers=args.customers, coded=args.coded)
+        fixture = prepare(
+            tmp, customers=args.customers, coded=args.coded, store_url=args.store_url, redis_url=args.redis_url
+        )
         plan = Plan(args, fixture, tmp, runs_left=len(workers_list) * 3 * 2)
         for workers in workers_list:
             print(f"{workers} worker(s):")
@@ -899,6 +923,8 @@ def run(args: argparse.Namespace) -> None:
         rate_seconds=args.rate_seconds,
         warmup_s=args.warmup,
         goal=f"p99 < {GOAL_P99_MS:g} ms at {args.rate:g} requests/s",
+        store="sqlite (embedded)" if args.store_url is None else redact(args.store_url),
+        contact_limiter="sqlite" if args.redis_url is None else "redis",
         wrk=_wrk_version(),
         server=" ".join(uvicorn_command("<app>", 0, 1)[3:]).replace("--port 0 ", ""),
         server_packages={name: _package(name) for name in ("uvicorn", "uvloop", "httptools", "fastapi", "starlette")},
@@ -915,7 +941,7 @@ def run(args: argparse.Namespace) -> None:
     print()
     for line in said:
         print(f"- {line}")
-    print(f"\nwrote {write_results('http', rows, machine)}")
+    print(f"\nwrote {write_results('http' if args.store_url is None else 'http_neo4j', rows, machine)}")
 
 
 # --- the profile -----------------------------------------------------------------------------------------------
@@ -1004,6 +1030,9 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--rate-seconds", type=float, default=8.0, help="measured seconds of the fixed-rate run")
     parse.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each target's runs")
     parse.add_argument("--profile", type=int, default=0, metavar="N", help="only profile N requests to each path")
+    parse.add_argument("--store-url", help="serve from this store (Neo4j), emptied first; needs --wipe")
+    parse.add_argument("--redis-url", help="count contacts in this Redis database (flushed first); needs --wipe")
+    parse.add_argument("--wipe", action="store_true", help="let the benchmark empty --store-url and --redis-url")
     parse.add_argument("--drive", type=Path, help=argparse.SUPPRESS)
     return parse
 
@@ -1016,6 +1045,10 @@ def main() -> None:
     if args.profile:
         profile(args)
         return
+    if (args.store_url or args.redis_url) and not args.wipe:
+        sys.exit("--store-url and --redis-url are emptied before the run: pass --wipe to allow it")
+    if args.store_url is not None and args.store_url.startswith("sqlite:"):
+        sys.exit("--store-url is for the production store; the embedded one is the default")
     if shutil.which("wrk") is None:
         sys.exit(f"wrk is not installed; install it with:\n    {WRK_INSTALL}\n(or run `make bench-http`)")
     run(args)
