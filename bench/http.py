@@ -183,7 +183,8 @@ def prepare(
         "ADVOCACY_API__LOG_LEVEL": "WARNING",  # the app's own access line, as uvicorn's goes with --no-access-log
     }
     if redis_url:
-        redis.Redis.from_url(redis_url).flushdb()
+        with redis.Redis.from_url(redis_url) as client:
+            client.flushdb()
         env.update({"ADVOCACY_CONTACT__BACKEND": "redis", "ADVOCACY_CONTACT__REDIS_DB_URL": redis_url})
     log(
         f"seeded {report.customers:,} customers, {report.influences:,} influences, {len(codes):,} codes in "
