@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -22,7 +22,15 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from api import idempotency
-from api.auth import RateLimits, SignInRequired, authorise, document_credentials, limit_public
+from api.auth import (
+    GuardedRoute,
+    PublicRoute,
+    RateLimits,
+    SignInRequired,
+    V1Route,
+    authorise,
+    document_credentials,
+)
 from api.bodylimit import BodyLimitMiddleware
 from api.deps import Clock, ContactHolder, StoreHolder, click_recorder
 from api.idempotency import IdempotencyMiddleware
@@ -145,7 +153,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Fa
     install_problem_handlers(app)
     app.add_exception_handler(SignInRequired, _sign_in)
     for router, guard in ROUTERS:
-        app.include_router(router, **_guarded(guard))
+        app.include_router(router, **_guarded(router, guard))
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
@@ -182,12 +190,21 @@ async def _sign_in(request: Request, exc: Exception) -> Response:
     return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
 
 
-def _guarded(guard: Guard) -> dict[str, Any]:
-    """`include_router` arguments for a router's guard (see `api.routes`)."""
+_GUARD_ROUTES: Final[dict[Guard, type[GuardedRoute]]] = {"v1": V1Route, "public": PublicRoute}
+
+
+def _guarded(router: APIRouter, guard: Guard) -> dict[str, Any]:
+    """`include_router` arguments for a router's guard (see `api.routes`). Guarded routers' routes run the guard
+    themselves; one that would not is refused here rather than served unguarded."""
+    route_class = _GUARD_ROUTES.get(guard)
+    if route_class is not None:
+        unguarded = [str(route) for route in router.routes if not isinstance(route, route_class)]
+        if unguarded or router.route_class is not route_class:
+            raise TypeError(f"a {guard} router needs APIRouter(route_class={route_class.__name__}): {unguarded}")
     if guard == "v1":
-        return {"dependencies": [Depends(authorise)], "responses": problem_responses(401, 403, 429)}
+        return {"responses": problem_responses(401, 403, 429)}
     if guard == "public":
-        return {"dependencies": [Depends(limit_public)], "responses": problem_responses(429)}
+        return {"responses": problem_responses(429)}
     return {}
 
 

@@ -1,7 +1,7 @@
 """The app's routers, each with the guard it is included behind (see `api.app.create_app`).
 
 - `v1`: every `/v1` route answers to `api.auth.authorise` and its `POLICY` table (marketer keys with scopes,
-  customer tokens for a customer's own routes);
+  customer tokens for a customer's own routes); their routers make `V1Route`s, which run it (the app checks);
 - `public`: friends' and customers' browsers following signed or public links; limited per client IP;
 - `webhook`: authenticated by the sender's signature, not by a key;
 - `open`: probes and pages, which check their own sessions.

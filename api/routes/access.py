@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query, Request, Response, status
+from fastapi import APIRouter, Form, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.auth import (
@@ -19,7 +19,8 @@ from api.auth import (
     Customer,
     Marketer,
     PrincipalDep,
-    limit_public,
+    PublicRoute,
+    V1Route,
     marketer_from_key,
 )
 from api.deps import ClockDep, SettingsDep, StoreDep
@@ -29,8 +30,8 @@ from engine.access import Scope, issue_customer_token, issue_session, new_api_ke
 from engine.settings import Settings
 from graph.errors import Forbidden, NotFound, Unauthorized
 
-router = APIRouter(prefix="/v1", tags=["access"])
-public_router = APIRouter(tags=["access"], include_in_schema=False)
+router = APIRouter(prefix="/v1", tags=["access"], route_class=V1Route)
+public_router = APIRouter(tags=["access"], include_in_schema=False, route_class=PublicRoute)
 
 
 @router.get("/me", summary="Who the credential belongs to", responses=problem_responses(503))
@@ -119,7 +120,7 @@ def login_form(request: Request, next: Annotated[str | None, Query(max_length=50
     return response
 
 
-@public_router.post("/login", response_class=HTMLResponse, dependencies=[Depends(limit_public)])
+@public_router.post("/login", response_class=HTMLResponse)
 def login(
     request: Request,
     settings: SettingsDep,
@@ -157,7 +158,7 @@ def logout() -> Response:
     return response
 
 
-@public_router.get("/me/enter", dependencies=[Depends(limit_public)])
+@public_router.get("/me/enter")
 def enter_customer_page(
     request: Request,
     store: StoreDep,

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
+from api.auth import V1Route
 from api.deps import StoreDep
 from api.schemas import ANALYSIS_PARAMS_EXAMPLE, RunList, problem_responses
 from engine.analysis import AnalysisParams, RunComparison, compare_runs, run_analysis
 from graph.model import AnalysisRun
 
-router = APIRouter(prefix="/v1/analysis", tags=["analysis"])
+router = APIRouter(prefix="/v1/analysis", tags=["analysis"], route_class=V1Route)
 
 RunIdPath = Annotated[str, Path(description="An analysis run's id.", examples=["run-20240601-0900"])]
 

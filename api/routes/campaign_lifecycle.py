@@ -6,12 +6,13 @@ from typing import Final
 
 from fastapi import APIRouter
 
+from api.auth import V1Route
 from api.deps import ServiceDep
 from api.params import CampaignIdPath
 from api.schemas import problem_responses
 from graph.program import Campaign, CampaignStatus
 
-router = APIRouter(prefix="/v1", tags=["campaigns"])
+router = APIRouter(prefix="/v1", tags=["campaigns"], route_class=V1Route)
 
 
 _WHILE_STOPPED: Final = (

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from api.auth import PublicRoute, V1Route
 from api.deps import OutreachServiceDep, get_outreach_service
 from api.params import CustomerIdPath
 from api.schemas_outreach import InvitationRequest, InvitationResult, ResponseRequest
@@ -22,8 +23,8 @@ from engine.kits import Kit
 from graph.errors import Unauthorized
 from graph.model import ContactChannel, Event, EventKind
 
-router = APIRouter(prefix="/v1", tags=["kits"])
-public_router = APIRouter(tags=["unsubscribe"])
+router = APIRouter(prefix="/v1", tags=["kits"], route_class=V1Route)
+public_router = APIRouter(tags=["unsubscribe"], route_class=PublicRoute)
 
 TokenPath = Annotated[str, Path(description="The signed token from the message's unsubscribe link.")]
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 
+from api.auth import V1Route
 from api.deps import ClockDep, ServiceDep, SettingsDep, StoreDep
 from api.schemas_program import (
     ORDER_EXAMPLE,
@@ -42,7 +43,7 @@ from graph.errors import Forbidden, NotFound
 from graph.program import Conversion, ConversionStatus, Refund
 from graph.program_store import Store
 
-router = APIRouter(prefix="/v1", tags=["conversions"])
+router = APIRouter(prefix="/v1", tags=["conversions"], route_class=V1Route)
 webhook_router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 MAX_PAGE = 500

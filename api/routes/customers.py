@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
+from api.auth import V1Route
 from api.deps import ContactHolderDep, StoreDep
 from api.params import CustomerIdPath
 from api.schemas import CUSTOMER_EXAMPLE, CustomerDetail, CustomerPage, problem_responses
 from engine import erasure, views
 from graph.model import Customer, ErasureReport
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+router = APIRouter(prefix="/v1/customers", tags=["customers"], route_class=V1Route)
 
 
 @router.get(

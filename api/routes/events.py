@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
+from api.auth import V1Route
 from api.deps import StoreDep
 from api.params import CustomerIdPath
 from api.schemas import problem_responses
@@ -18,8 +19,8 @@ from api.schemas_customers import EVENT_EXAMPLE, EventCreate, EventPage
 from engine.events import MAX_PAGE, page_events, record_event
 from graph.model import Event, EventKind
 
-router = APIRouter(prefix="/v1", tags=["events"])
-customer_router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], route_class=V1Route)
+customer_router = APIRouter(prefix="/v1", tags=["events"], route_class=V1Route)
 
 
 @router.post(

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import Field
 
+from api.auth import V1Route
 from api.deps import StoreDep
 from api.schemas import CUSTOMER_EXAMPLE, GraphView, ImportResult, problem_responses
 from api.schemas_customers import BatchRows
 from engine import views
 from graph.model import Customer, Event, GraphBatch, GraphStats, Influence, Referral
 
-router = APIRouter(prefix="/v1", tags=["graph"])
+router = APIRouter(prefix="/v1", tags=["graph"], route_class=V1Route)
 
 
 class ImportBatch(GraphBatch):

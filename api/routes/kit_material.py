@@ -8,6 +8,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
+from api.auth import V1Route
 from api.deps import OutreachServiceDep
 from api.params import CustomerIdPath
 from api.schemas import problem_responses
@@ -16,7 +17,7 @@ from engine.kit_material import material_for_friend, render_message
 from engine.kits import Kit
 from graph.outreach import ShareChannel
 
-customer_router = APIRouter(prefix="/v1", tags=["kits"])
+customer_router = APIRouter(prefix="/v1", tags=["kits"], route_class=V1Route)
 
 
 PRIVATE_HEADERS: Final[dict[str, str]] = {

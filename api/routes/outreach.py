@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Body, Path, Query, Request, Response
 
+from api.auth import V1Route
 from api.deps import (
     DISPATCH_DUE_TASK,
     PLAN_TASK,
@@ -55,7 +56,7 @@ from graph.program_store import Store
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=V1Route)
 
 MAX_PAGE = 500
 

@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from api.auth import Customer, PrincipalDep
+from api.auth import Customer, PrincipalDep, V1Route
 from api.deps import ClockDep, StoreDep
 from api.params import CustomerIdPath
 from api.schemas import problem_responses
 from api.schemas_customers import Preferences
 from engine.preferences import PreferenceChange, change_preferences, read_preferences
 
-customer_router = APIRouter(prefix="/v1", tags=["preferences"])
+customer_router = APIRouter(prefix="/v1", tags=["preferences"], route_class=V1Route)
 
 
 @customer_router.get(

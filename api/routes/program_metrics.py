@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from api.auth import V1Route
 from api.deps import ServiceDep
 from api.schemas_program import program_problems
 from engine.metrics import CascadeReport, ProgramMetrics, draw_cascades_svg
 from engine.referrals import ReferralService
 
-router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+router = APIRouter(prefix="/v1/metrics", tags=["metrics"], route_class=V1Route)
 
 SVG_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": "default-src 'none'"}
 """Opened on its own, the chart runs nothing and loads nothing, whatever a label might contain."""

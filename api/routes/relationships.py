@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
+from api.auth import V1Route
 from api.deps import StoreDep
 from api.params import CustomerIdPath
 from api.schemas import problem_responses
@@ -20,7 +21,7 @@ from api.schemas_customers import (
 from engine.relationships import MAX_PAGE, Direction, page_relationships, write_relationships
 from graph.model import EdgeType
 
-router = APIRouter(prefix="/v1", tags=["relationships"])
+router = APIRouter(prefix="/v1", tags=["relationships"], route_class=V1Route)
 
 
 @router.get(

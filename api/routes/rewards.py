@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
+from api.auth import V1Route
 from api.deps import PayingServiceDep, ServiceDep, StoreDep
 from api.params import CustomerIdPath
 from api.routes.conversions import MAX_PAGE, page_conversions
@@ -23,7 +24,7 @@ from api.schemas_program import (
 )
 from graph.program import Conversion, ConversionStatus, Reward, RewardState
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=V1Route)
 
 
 @router.get(

@@ -7,13 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from api.auth import V1Route
 from api.deps import StoreDep
 from api.schemas import problem_responses
 from api.schemas_customers import SegmentList, SegmentMemberPage
 from engine.segment_catalog import MAX_PAGE, page_segment, segment_overview
 from graph.model import Segment
 
-router = APIRouter(prefix="/v1", tags=["segments"])
+router = APIRouter(prefix="/v1", tags=["segments"], route_class=V1Route)
 
 
 @router.get(

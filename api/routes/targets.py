@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
+from api.auth import V1Route
 from api.deps import StoreDep
 from api.schemas import FORECAST_EXAMPLE, ForecastRequest, TargetQuery, problem_responses
 from engine.targeting import Forecast, TargetChoice, forecast_campaign
 from engine.views import reproducible_targets
 
-router = APIRouter(prefix="/v1", tags=["targets"])
+router = APIRouter(prefix="/v1", tags=["targets"], route_class=V1Route)
 
 
 @router.get(

@@ -19,10 +19,13 @@ from unittest.mock import ANY
 
 import pytest
 import redis
+from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
+import api.app as app_module
 from api.app import create_app
 from api.auth import CUSTOMER_COOKIE, MARKETER_COOKIE, POLICY, LocalWindows, Rule
+from api.routes import ROUTERS
 from engine.access import Scope
 from engine.settings import ApiSettings, Settings
 from graph.model import utcnow
@@ -278,6 +281,35 @@ def test_api_calls_are_limited_per_credential_not_per_address(tight: TestClient)
     first, second = bearer(grant_key(tight, ("read",))), bearer(grant_key(tight, ("read",)))
     assert [tight.get("/v1/stats", headers=first).status_code for _ in range(6)][-1] == 429
     assert tight.get("/v1/stats", headers=second).status_code == 200
+
+
+def test_a_route_that_reads_its_caller_counts_each_request_once(tight: TestClient) -> None:
+    """`/v1/me` takes the principal the guard admitted; asking the guard again would spend the limit twice."""
+    key = bearer(grant_key(tight, ("read",)))
+    assert [tight.get("/v1/me", headers=key).status_code for _ in range(6)] == [200] * 5 + [429]
+
+
+def test_a_caller_without_credentials_is_refused_before_the_body_is_read(client: TestClient) -> None:
+    """Who may call is settled first: an anonymous caller learns nothing from how the body would be validated."""
+    broken = client.post("/v1/campaigns", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert broken.status_code == 401
+    invalid = client.post("/v1/campaigns", json={"id": 7})
+    assert invalid.status_code == 401
+
+
+@pytest.mark.parametrize(("guard", "route_class"), [("v1", "V1Route"), ("public", "PublicRoute")])
+def test_a_guarded_router_whose_routes_would_skip_the_guard_is_refused_when_the_app_is_made(
+    monkeypatch: pytest.MonkeyPatch, guard: str, route_class: str
+) -> None:
+    unguarded = APIRouter(prefix="/v1")
+
+    @unguarded.get("/open")
+    def open_route() -> dict[str, bool]:
+        return {"open": True}
+
+    monkeypatch.setattr(app_module, "ROUTERS", (*ROUTERS, (unguarded, guard)))
+    with pytest.raises(TypeError, match=f"route_class={route_class}"):
+        create_app(Settings(store="sqlite:///unused.db"))
 
 
 def test_cors_lets_the_configured_origin_send_a_token_and_no_other(tight: TestClient) -> None:
