@@ -14,21 +14,28 @@ Edge cases, each a documented result rather than a surprise:
 * self-loops: dropped by the export and counted in the summary's warnings.
 
 A run that fails after it started is saved with status ``failed`` and the error, then the error is raised again.
+While it runs, its record's summary says which step is under way and when it last did (a heartbeat every
+``HEARTBEAT_S``); a process killed without a word (SIGKILL, out of memory) stops beating, and `as_seen` then
+reports its run ``abandoned`` instead of leaving it ``running`` for ever.
 """
 
 from __future__ import annotations
 
 import base64
 import heapq
+import logging
 import resource
 import secrets
 import sys
+import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -114,9 +121,11 @@ class _Clock:
     def __init__(self, progress: ProgressFn | None) -> None:
         self.timings: dict[str, float] = {}
         self.progress = progress
+        self.current = ""
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        self.current = name
         if self.progress is not None:
             self.progress(name, 0, 0)
         start = time.perf_counter()
@@ -126,8 +135,67 @@ class _Clock:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S: Final = 30.0
+"""How often a running analysis re-saves its record with the step under way (`summary.heartbeat_at`)."""
+ABANDONED_AFTER_S: Final = 300.0
+"""A running analysis silent this long has lost its process: `as_seen` reports it `abandoned`."""
+ABANDONED: Final = "abandoned"
+
+
+class _Heartbeat:
+    """Re-saves the running record every `every_s` with the step under way, from a thread, until the run ends.
+
+    Leaving stops the thread and waits for a save in flight, so the final record (done or failed) is written last.
+    A beat that cannot be saved is skipped: the analysis goes on, and only a long silence marks it abandoned."""
+
+    def __init__(self, store: GraphStore, run: AnalysisRun, clock: _Clock, every_s: float) -> None:
+        self._store, self._run, self._clock, self._every_s = store, run, clock, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat_until_stopped, name=f"heartbeat {run.id}", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                self.beat()
+            except Exception as exc:  # a missed beat must not end the analysis; the next one may land
+                log.warning("analysis %s: heartbeat not saved: %s", self._run.id, exc)
+
+    def beat(self) -> None:
+        summary = {"step": self._clock.current, "heartbeat_at": utcnow().isoformat()}
+        self._store.save_run(self._run.model_copy(update={"summary": summary, "timings": dict(self._clock.timings)}))
+
+
+def as_seen(run: AnalysisRun, *, now: datetime, abandoned_after_s: float = ABANDONED_AFTER_S) -> AnalysisRun:
+    """The run as a reader should see it: `running` with no heartbeat for `abandoned_after_s` is `abandoned`.
+
+    A record without a heartbeat (written before runs had one) counts from its start."""
+    if run.status != "running":
+        return run
+    beat = run.summary.get("heartbeat_at")
+    try:
+        last = datetime.fromisoformat(beat) if isinstance(beat, str) else run.started_at
+    except ValueError:
+        last = run.started_at
+    if (now - last).total_seconds() <= abandoned_after_s:
+        return run
+    return run.model_copy(update={"status": ABANDONED})
+
+
 def run_analysis(
-    store: GraphStore, *, params: AnalysisParams | None = None, progress: ProgressFn | None = None
+    store: GraphStore,
+    *,
+    params: AnalysisParams | None = None,
+    progress: ProgressFn | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> AnalysisRun:
     """Score, segment and explain every customer in `store`, write the results back and record the run.
 
@@ -139,6 +207,8 @@ def run_analysis(
         Seeds, thresholds and tuning; defaults otherwise.
     progress : callable, optional
         ``progress(step, done, total)``: called when a step starts (``0, 0``) and while scores are written.
+    heartbeat_s : float, optional
+        How often the running record is re-saved with the step under way (see `as_seen`).
 
     Returns
     -------
@@ -162,9 +232,11 @@ def run_analysis(
         graphs = export_graphs(store, progress=progress)
     if graphs.customers == 0:
         raise InvalidInput(f"{store.describe()} holds no customers: import customers before running an analysis")
-    store.save_run(run)
+    heartbeat = _Heartbeat(store, run, clock, heartbeat_s)
+    heartbeat.beat()
     try:
-        summary = _analyse(store, graphs, run.id, params, clock, progress)
+        with heartbeat:
+            summary = _analyse(store, graphs, run.id, params, clock, progress)
     except BaseException as exc:  # record any failure (even Ctrl-C), then let it propagate unchanged
         failed = run.model_copy(
             update={
@@ -262,6 +334,7 @@ def _analyse(
         if progress is not None:
             progress("write scores", written, n)
 
+    clock.current = "write scores"
     if progress is not None:
         progress("write scores", 0, n)
     for node, attrs in G.nodes.items():

@@ -20,9 +20,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from engine.analysis import as_seen
 from engine.kits import Kit, load_kit_context
 from engine.preferences import ContactPreferences, read_preferences
 from engine.targeting import (
@@ -36,7 +37,7 @@ from engine.targeting import (
     forecast_campaign,
 )
 from graph.errors import InvalidInput, NotFound
-from graph.model import AnalysisRun, Customer, CustomerScores, GraphStats, Segment
+from graph.model import AnalysisRun, Customer, CustomerScores, GraphStats, Segment, utcnow
 from graph.outreach import AudienceKind, OutboxCounts, Outreach, Template, TemplatePurpose, customer_key
 from graph.program import (
     MONETARY_KINDS,
@@ -260,8 +261,9 @@ class DashboardSummary:
         return sum(self.segments.values())
 
 
-def dashboard_summary(store: GraphStore, *, top: int = 10) -> DashboardSummary:
-    """KPIs available today: counts, segments of the latest scores, the last run, and the top influencers."""
+def dashboard_summary(store: GraphStore, *, top: int = 10, now: datetime | None = None) -> DashboardSummary:
+    """KPIs available today: counts, segments of the latest scores, the last run (`as_seen` at `now`), and the top
+    influencers."""
     segments: Counter[Segment] = Counter()
 
     def counted(stream: Iterator[CustomerScores]) -> Iterator[tuple[float, str, CustomerScores]]:
@@ -288,7 +290,7 @@ def dashboard_summary(store: GraphStore, *, top: int = 10) -> DashboardSummary:
     runs = store.list_runs(limit=1)
     return DashboardSummary(
         stats=store.stats(),
-        last_run=runs[0] if runs else None,
+        last_run=as_seen(runs[0], now=now or utcnow()) if runs else None,
         segments={segment: segments[segment] for segment in Segment},
         top_influencers=top_influencers,
     )

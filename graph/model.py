@@ -239,7 +239,10 @@ class AnalysisRun(_Model):
     id: str
     started_at: UtcDatetime
     finished_at: UtcDatetime | None = None
-    status: str = "running"
+    status: str = Field(
+        default="running",
+        description="`running`, `done` or `failed`; a running record's `summary` names its step and `heartbeat_at`",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from api.auth import V1Route
-from api.deps import StoreDep
+from api.deps import ClockDep, StoreDep
 from api.schemas import ANALYSIS_PARAMS_EXAMPLE, RunList, problem_responses
-from engine.analysis import AnalysisParams, RunComparison, compare_runs, run_analysis
+from engine.analysis import ABANDONED_AFTER_S, AnalysisParams, RunComparison, as_seen, compare_runs, run_analysis
 from graph.model import AnalysisRun
 
 router = APIRouter(prefix="/v1/analysis", tags=["analysis"], route_class=V1Route)
@@ -17,12 +17,26 @@ router = APIRouter(prefix="/v1/analysis", tags=["analysis"], route_class=V1Route
 RunIdPath = Annotated[str, Path(description="An analysis run's id.", examples=["run-20240601-0900"])]
 
 
-@router.get("/runs", summary="List analysis runs, most recent first", responses=problem_responses(422, 503))
+_STATUS_HELP = (
+    "`status` is `running`, `done`, `failed`, or `abandoned`: a run whose process stopped without a word (killed, "
+    f"out of memory) and has not said it was alive for {ABANDONED_AFTER_S:.0f} s. While running, `summary` names "
+    "the step under way and the last `heartbeat_at`."
+)
+
+
+@router.get(
+    "/runs",
+    summary="List analysis runs, most recent first",
+    description=_STATUS_HELP,
+    responses=problem_responses(422, 503),
+)
 def list_runs(
     store: StoreDep,
+    clock: ClockDep,
     limit: Annotated[int, Query(ge=1, le=200, description="How many runs to return.")] = 50,
 ) -> RunList:
-    return RunList(items=store.list_runs(limit=limit))
+    now = clock()
+    return RunList(items=[as_seen(run, now=now) for run in store.list_runs(limit=limit)])
 
 
 @router.post(
@@ -53,9 +67,11 @@ def start_run(
     return run
 
 
-@router.get("/runs/{run_id}", summary="Read one analysis run", responses=problem_responses(404, 503))
-def get_run(run_id: RunIdPath, store: StoreDep) -> AnalysisRun:
-    return store.get_run(run_id)
+@router.get(
+    "/runs/{run_id}", summary="Read one analysis run", description=_STATUS_HELP, responses=problem_responses(404, 503)
+)
+def get_run(run_id: RunIdPath, store: StoreDep, clock: ClockDep) -> AnalysisRun:
+    return as_seen(store.get_run(run_id), now=clock())
 
 
 @router.get(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.auth import POLICY, CustomerPage, MarketerPage, MarketerPageDep, check_rule, require_page_csrf
-from api.deps import ServiceDep, StoreDep
+from api.deps import ServiceDep, StoreDep, app_clock
 from engine import views
 from engine.kits import format_money
 from graph.model import Segment
@@ -128,7 +128,7 @@ def dashboard(
     campaign_id = campaign_or_none(campaign)
     if campaign_id is not None:
         service.get_campaign(campaign_id)  # a typo is a 404, not a page of zeros
-    summary = views.dashboard_summary(store, top=10)
+    summary = views.dashboard_summary(store, top=10, now=app_clock(request)())
     return render(
         request,
         "pages/dashboard.html",

@@ -1,8 +1,9 @@
 """The real `advocacy` CLI with small write batches and a pause after each, so a test can kill the store mid-way.
 
-`python -m tests.faults.cli_shim <advocacy arguments>`. Only the batch sizes and the pace change: the commands,
-the store and the error handling are the CLI's own. `ADVOCACY_FAULT_BATCH` sets the rows per import transaction
-and per score write; `ADVOCACY_FAULT_PACE_S` the pause after each committed write.
+`python -m tests.faults.cli_shim <advocacy arguments>`. Only the batch sizes, the pace and the analysis heartbeat
+change: the commands, the store and the error handling are the CLI's own. `ADVOCACY_FAULT_BATCH` sets the rows per
+import transaction and per score write; `ADVOCACY_FAULT_PACE_S` the pause after each committed write (Neo4j and
+SQLite); `ADVOCACY_FAULT_HEARTBEAT_S` how often a running analysis re-saves its record.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 from api import cli, cli_analysis
 from engine import analysis, ingest
 from graph.neo4j_store import Neo4jStore
+from graph.sqlite_store import SqliteStore
 
 
 def _paced(method: Any, pause_s: float) -> Any:
     @functools.wraps(method)
-    def paced(self: Neo4jStore, *args: Any, **kwargs: Any) -> Any:
+    def paced(self: Neo4jStore | SqliteStore, *args: Any, **kwargs: Any) -> Any:
         result = method(self, *args, **kwargs)
         time.sleep(pause_s)
         return result
@@ -32,8 +34,11 @@ def main() -> None:
     pause_s = float(os.environ.get("ADVOCACY_FAULT_PACE_S", "0.05"))
     vars(cli)["import_files"] = functools.partial(ingest.import_files, chunk_rows=batch)
     vars(cli_analysis)["AnalysisParams"] = functools.partial(analysis.AnalysisParams, write_batch_size=batch)
+    heartbeat_s = float(os.environ.get("ADVOCACY_FAULT_HEARTBEAT_S", str(analysis.HEARTBEAT_S)))
+    vars(cli_analysis)["run_analysis"] = functools.partial(analysis.run_analysis, heartbeat_s=heartbeat_s)
     Neo4jStore.write_batch = _paced(Neo4jStore.write_batch, pause_s)  # type: ignore[method-assign]
     Neo4jStore.write_scores = _paced(Neo4jStore.write_scores, pause_s)  # type: ignore[method-assign]
+    SqliteStore.write_scores = _paced(SqliteStore.write_scores, pause_s)  # type: ignore[method-assign]
     cli.app(prog_name="advocacy")
 
 

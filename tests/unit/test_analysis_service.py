@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from engine.analysis import AnalysisParams, compare_runs, pack_ids, run_analysis, unpack_ids
-from graph.errors import InvalidInput
+from engine.analysis import (
+    ABANDONED_AFTER_S,
+    AnalysisParams,
+    as_seen,
+    compare_runs,
+    pack_ids,
+    run_analysis,
+    unpack_ids,
+)
+from graph.errors import InvalidInput, StoreUnavailable
 from graph.export import export_graphs
-from graph.model import ContactChannel, EventKind, GraphBatch, InfluenceKind, ReferralStatus, Segment
+from graph.model import AnalysisRun, ContactChannel, EventKind, GraphBatch, InfluenceKind, ReferralStatus, Segment
 from graph.sqlite_store import SqliteStore
 from tests.factories import make_customer, make_event, make_influence, make_referral
 
@@ -217,3 +227,77 @@ def test_packed_ids_round_trip() -> None:
     ids = [f"c{i:05d}" for i in range(2000, 0, -1)]
     assert unpack_ids(pack_ids(ids)) == sorted(ids)
     assert unpack_ids(pack_ids([])) == []
+
+
+# --- liveness: a running record beats until the run ends ---------------------------------------------------------
+def test_a_running_analysis_says_which_step_is_under_way_and_beats(store: SqliteStore) -> None:
+    small_network(store)
+    seen: list[AnalysisRun] = []
+
+    def progress(step: str, done: int, total: int) -> None:
+        if step == "write scores" and done == 0:
+            time.sleep(0.2)  # several beats of 0.02 s
+            seen.extend(store.list_runs(limit=1))
+
+    run = run_analysis(store, progress=progress, heartbeat_s=0.02)
+    (during,) = seen
+    assert during.id == run.id
+    assert (during.status, during.finished_at) == ("running", None)
+    assert during.summary["step"] == "write scores"
+    assert datetime.fromisoformat(during.summary["heartbeat_at"]) > run.started_at
+    assert "pagerank" in during.timings, "the steps done so far are on record"
+    assert store.get_run(run.id) == run, "the final record is written last"
+    assert "heartbeat_at" not in run.summary
+
+
+def test_a_beat_that_cannot_be_saved_does_not_end_the_analysis(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    small_network(store)
+    saves = {"running": 0}
+    original = store.save_run
+
+    def flaky(run: AnalysisRun) -> None:
+        if run.status == "running":
+            saves["running"] += 1
+            if saves["running"] > 1:
+                raise StoreUnavailable("the store is away for a moment")
+        original(run)
+
+    def slow(step: str, done: int, total: int) -> None:
+        if step == "write scores" and done == 0:
+            time.sleep(0.1)
+
+    store.save_run = flaky  # type: ignore[method-assign]
+    run = run_analysis(store, progress=slow, heartbeat_s=0.02)
+    assert run.status == "done"
+    assert store.get_run(run.id).status == "done"
+    assert "heartbeat not saved" in caplog.text
+
+
+def test_a_running_record_is_seen_abandoned_only_after_a_silent_heartbeat() -> None:
+    started = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    beat = started + timedelta(minutes=30)
+    running = AnalysisRun(id="r1", started_at=started, summary={"step": "reach", "heartbeat_at": beat.isoformat()})
+    at = {s: beat + timedelta(seconds=s) for s in (0, ABANDONED_AFTER_S, ABANDONED_AFTER_S + 1)}
+    assert as_seen(running, now=at[0]).status == "running"
+    assert as_seen(running, now=at[ABANDONED_AFTER_S]).status == "running"
+    abandoned = as_seen(running, now=at[ABANDONED_AFTER_S + 1])
+    assert abandoned.status == "abandoned"
+    assert abandoned.model_copy(update={"status": "running"}) == running, "nothing else changes"
+    assert as_seen(running, now=at[0], abandoned_after_s=0.0).status == "running"
+
+
+@pytest.mark.parametrize("summary", [{}, {"heartbeat_at": "not a time"}])
+def test_a_running_record_without_a_readable_heartbeat_counts_from_its_start(summary: dict[str, str]) -> None:
+    started = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    running = AnalysisRun(id="r1", started_at=started, summary=summary)
+    assert as_seen(running, now=started + timedelta(seconds=ABANDONED_AFTER_S)).status == "running"
+    assert as_seen(running, now=started + timedelta(seconds=ABANDONED_AFTER_S + 1)).status == "abandoned"
+
+
+@pytest.mark.parametrize("status", ["done", "failed"])
+def test_a_finished_run_is_seen_as_it_is_however_old(status: str) -> None:
+    started = datetime(2020, 1, 1, tzinfo=UTC)
+    run = AnalysisRun(id="r1", started_at=started, finished_at=started, status=status)
+    assert as_seen(run, now=started + timedelta(days=365)) is run

@@ -266,6 +266,17 @@ def test_dashboard_shows_the_counts_segments_and_top_influencers(seeded: TestCli
     assert "Ada Lovelace explained." in html
 
 
+def test_dashboard_shows_a_run_whose_process_died_as_abandoned_not_running(seeded: TestClient, url: str) -> None:
+    sign_in(seeded)
+    with opened_program(url) as store:
+        silent = utcnow() - timedelta(hours=1)
+        beat = {"step": "reach", "heartbeat_at": silent.isoformat()}
+        store.save_run(make_run(id="run-killed", started_at=silent, finished_at=None, status="running", summary=beat))
+    html = page(seeded, "/")
+    assert "run-killed" in html
+    assert re.search(r'class="status status--abandoned">abandoned<', html)
+
+
 def test_dashboard_shows_the_programme_kpis_overall_and_per_campaign(seeded: TestClient, url: str) -> None:
     with opened_program(url) as store:
         store.save_campaign(make_campaign(id="autumn", name="Autumn", created_at=utcnow()))
