@@ -33,7 +33,7 @@ import zlib
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
 
@@ -45,6 +45,8 @@ from graph.errors import InvalidInput
 from graph.export import CustomerGraphs, ProgressFn, export_graphs
 from graph.model import AnalysisRun, CustomerScores, Segment, utcnow
 from graph.store import GraphStore
+
+log = logging.getLogger(__name__)
 
 SEGMENT_ORDER: tuple[Segment, ...] = (
     Segment.INFLUENCER,
@@ -135,8 +137,6 @@ class _Clock:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
-log = logging.getLogger(__name__)
-
 HEARTBEAT_S: Final = 30.0
 """How often a running analysis re-saves its record with the step under way (`summary.heartbeat_at`)."""
 ABANDONED_AFTER_S: Final = 300.0
@@ -185,6 +185,8 @@ def as_seen(run: AnalysisRun, *, now: datetime, abandoned_after_s: float = ABAND
         last = datetime.fromisoformat(beat) if isinstance(beat, str) else run.started_at
     except ValueError:
         last = run.started_at
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
     if (now - last).total_seconds() <= abandoned_after_s:
         return run
     return run.model_copy(update={"status": ABANDONED})

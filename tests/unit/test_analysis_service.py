@@ -286,6 +286,9 @@ def test_a_running_record_is_seen_abandoned_only_after_a_silent_heartbeat() -> N
     assert abandoned.status == "abandoned"
     assert abandoned.model_copy(update={"status": "running"}) == running, "nothing else changes"
     assert as_seen(running, now=at[0], abandoned_after_s=0.0).status == "running"
+    naive = running.model_copy(update={"summary": {"heartbeat_at": beat.replace(tzinfo=None).isoformat()}})
+    assert as_seen(naive, now=at[ABANDONED_AFTER_S]).status == "running", "a time without a zone is UTC"
+    assert as_seen(naive, now=at[ABANDONED_AFTER_S + 1]).status == "abandoned"
 
 
 @pytest.mark.parametrize("summary", [{}, {"heartbeat_at": "not a time"}])
