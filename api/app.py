@@ -190,22 +190,23 @@ async def _sign_in(request: Request, exc: Exception) -> Response:
     return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
 
 
-_GUARD_ROUTES: Final[dict[Guard, type[GuardedRoute]]] = {"v1": V1Route, "public": PublicRoute}
+_GUARDS: Final[dict[Guard, tuple[type[GuardedRoute], tuple[int, ...]]]] = {
+    "v1": (V1Route, (401, 403, 429)),
+    "public": (PublicRoute, (429,)),
+}
+"""Each guarded router's route class, and the problems its guard may answer with."""
 
 
 def _guarded(router: APIRouter, guard: Guard) -> dict[str, Any]:
     """`include_router` arguments for a router's guard (see `api.routes`). Guarded routers' routes run the guard
     themselves; one that would not is refused here rather than served unguarded."""
-    route_class = _GUARD_ROUTES.get(guard)
-    if route_class is not None:
-        unguarded = [str(route) for route in router.routes if not isinstance(route, route_class)]
-        if unguarded or router.route_class is not route_class:
-            raise TypeError(f"a {guard} router needs APIRouter(route_class={route_class.__name__}): {unguarded}")
-    if guard == "v1":
-        return {"responses": problem_responses(401, 403, 429)}
-    if guard == "public":
-        return {"responses": problem_responses(429)}
-    return {}
+    if guard not in _GUARDS:
+        return {}
+    route_class, statuses = _GUARDS[guard]
+    unguarded = [str(route) for route in router.routes if not isinstance(route, route_class)]
+    if unguarded or router.route_class is not route_class:
+        raise TypeError(f"a {guard} router needs APIRouter(route_class={route_class.__name__}): {unguarded}")
+    return {"responses": problem_responses(*statuses)}
 
 
 def _document_extras(app: FastAPI, settings: Settings) -> None:
