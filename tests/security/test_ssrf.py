@@ -214,7 +214,9 @@ OFF_SITE_PATHS: Final = {
 }
 
 
-@pytest.mark.parametrize(("index", "landing_url"), enumerate(OFF_SITE_PATHS.values()), ids=OFF_SITE_PATHS.keys())
+@pytest.mark.parametrize(
+    ("index", "landing_url"), list(enumerate(OFF_SITE_PATHS.values())), ids=list(OFF_SITE_PATHS.keys())
+)
 def test_a_landing_path_keeps_visitors_on_this_site(client: TestClient, index: int, landing_url: str) -> None:
     """A relative `landing_url` "stays on this server" (graph/program.py); `//host` would be another site."""
     campaign_id = f"off-site-{index}"
