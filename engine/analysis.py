@@ -1,9 +1,9 @@
 """The analysis run: export the graph, score every customer, segment and explain, write back, record the run.
 
 `run_analysis` is the service: it streams the store into NetworkX (`graph.export`), computes the scores of
-`graph.scores`, applies the pure segment rule of `engine.segments` customer by customer, writes `CustomerScores`
-back in batches, and saves an `AnalysisRun` with the parameters, the time each step took and a summary. Runs are
-listed by the store (`GraphStore.list_runs`) and compared with `compare_runs`.
+`graph.scores`, applies the pure segment rule of `engine.segments` customer by customer, stages `CustomerScores`
+in batches, and publishes them together with an `AnalysisRun` holding the parameters, the time each step took and
+a summary. Runs are listed by the store (`GraphStore.list_runs`) and compared with `compare_runs`.
 
 Edge cases, each a documented result rather than a surprise:
 
@@ -14,6 +14,10 @@ Edge cases, each a documented result rather than a surprise:
 * self-loops: dropped by the export and counted in the summary's warnings.
 
 A run that fails after it started is saved with status ``failed`` and the error, then the error is raised again.
+Scores are staged while the run writes them and published with its final record (`GraphStore.publish_scores`):
+a run that fails or dies half way leaves the previous run's scores whole (its staged ones are dropped when it
+fails, or by the next run once it is seen abandoned); a publish cut off half way (Neo4j publishes in slices) is
+finished by the next run.
 While it runs, its record's summary says which step is under way and when it last did (a heartbeat every
 ``HEARTBEAT_S``); a process killed without a word (SIGKILL, out of memory) stops beating, and `as_seen` then
 reports its run ``abandoned`` instead of leaving it ``running`` for ever.
@@ -41,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.segments import CustomerSignals, SegmentThresholds, assign_segment, rank_descending
 from graph import scores as sc
-from graph.errors import InvalidInput
+from graph.errors import InvalidInput, NotFound
 from graph.export import CustomerGraphs, ProgressFn, export_graphs
 from graph.model import AnalysisRun, CustomerScores, Segment, utcnow
 from graph.store import GraphStore
@@ -204,7 +208,8 @@ def run_analysis(
     Parameters
     ----------
     store : GraphStore
-        Read through its ``iter_*`` methods; scores are written with ``write_scores`` in batches.
+        Read through its ``iter_*`` methods; scores are staged in batches (``stage_scores``) and published with
+        the final record in one transaction (``publish_scores``), so readers never see two runs' scores mixed.
     params : AnalysisParams, optional
         Seeds, thresholds and tuning; defaults otherwise.
     progress : callable, optional
@@ -236,6 +241,8 @@ def run_analysis(
         raise InvalidInput(f"{store.describe()} holds no customers: import customers before running an analysis")
     heartbeat = _Heartbeat(store, run, clock, heartbeat_s)
     heartbeat.beat()
+    finish_publications(store)
+    discard_dead_staging(store, now=utcnow())
     try:
         with heartbeat:
             summary = _analyse(store, graphs, run.id, params, clock, progress)
@@ -249,14 +256,49 @@ def run_analysis(
             }
         )
         store.save_run(failed)
+        try:
+            store.discard_staged_scores([run.id])
+        except Exception as cleanup:  # the next run drops them; the error that ended this one is what matters
+            log.warning("analysis %s: staged scores not discarded: %s", run.id, cleanup)
         raise
     clock.timings["total"] = round(time.perf_counter() - started, 4)
     summary["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     done = run.model_copy(
         update={"status": "done", "finished_at": utcnow(), "timings": clock.timings, "summary": summary}
     )
-    store.save_run(done)
+    if progress is not None:
+        progress("publish scores", 0, 0)
+    store.publish_scores(done)
     return done
+
+
+def finish_publications(store: GraphStore) -> list[str]:
+    """Finish publishing the runs whose publishing was cut off (Neo4j publishes in slices): their scores were all
+    staged, so completing the swap, not undoing it, leaves every customer with one run's scores."""
+    finished = []
+    for run in store.unfinished_publications():
+        log.warning("analysis %s: its publishing was cut off; finishing it", run.id)
+        store.publish_scores(run)
+        finished.append(run.id)
+    return finished
+
+
+def discard_dead_staging(store: GraphStore, *, now: datetime) -> list[str]:
+    """Drop the scores staged by runs that will never publish them: failed, finished, abandoned (see `as_seen`)
+    or without a record. A run still beating keeps its own. Returns the runs whose scores were dropped."""
+    dead: list[str] = []
+    for run_id in store.staged_score_runs():
+        try:
+            seen = as_seen(store.get_run(run_id), now=now)
+        except NotFound:
+            dead.append(run_id)
+            continue
+        if seen.status != "running":
+            dead.append(run_id)
+    if dead:
+        rows = store.discard_staged_scores(dead)
+        log.info("analysis: dropped %d staged score(s) of runs that did not publish: %s", rows, ", ".join(dead))
+    return dead
 
 
 def _analyse(
@@ -329,7 +371,7 @@ def _analyse(
     def flush() -> None:
         nonlocal written, write_seconds
         begin = time.perf_counter()
-        store.write_scores(batch)
+        store.stage_scores(batch)
         write_seconds += time.perf_counter() - begin
         written += len(batch)
         batch.clear()

@@ -14,6 +14,9 @@ The graph as a marketer sees it in Cypher:
     (:Customer)-[:PERFORMED]->(:Event {id, kind, at, value, attributes_json})
     (:AnalysisRun {id, started_at, finished_at, status, params_json, timings_json, summary_json})
     (:ErasureCount {key, count})      anonymous tally: customers, edges.REFERRED, edges.INFLUENCES, events.<kind>
+    (:StagedScores {scored_run_id, staged_for, segment, explanation, community, score_<name>...})
+                                      a running analysis's scores for customer `staged_for`, until it publishes them
+    (:ScoresPublishing {run_id, run_json})   a run whose scores are being published, with its final record
 
 Times are stored as Neo4j `DATETIME`s in UTC, so they sort and compare in Cypher, but they travel as integer
 microseconds since the epoch in both directions (`_datetime` builds them, `_at_us` reads them): the Python
@@ -43,9 +46,13 @@ SCHEMA: Final[tuple[str, ...]] = (
     "CREATE CONSTRAINT event_id_unique IF NOT EXISTS FOR (e:Event) REQUIRE e.id IS UNIQUE",
     "CREATE CONSTRAINT analysis_run_id_unique IF NOT EXISTS FOR (r:AnalysisRun) REQUIRE r.id IS UNIQUE",
     "CREATE CONSTRAINT erasure_count_key_unique IF NOT EXISTS FOR (t:ErasureCount) REQUIRE t.key IS UNIQUE",
+    "CREATE CONSTRAINT scores_publishing_run_unique IF NOT EXISTS FOR (m:ScoresPublishing) REQUIRE m.run_id IS UNIQUE",
     # list_runs sorts by start time; marketers filter customers by segment.
     "CREATE INDEX analysis_run_started_at IF NOT EXISTS FOR (r:AnalysisRun) ON (r.started_at)",
     "CREATE INDEX customer_segment IF NOT EXISTS FOR (c:Customer) ON (c.segment)",
+    # A run publishes its staged scores by run id; staging merges and erasure deletes them by customer id.
+    "CREATE INDEX staged_scores_run IF NOT EXISTS FOR (s:StagedScores) ON (s.scored_run_id)",
+    "CREATE INDEX staged_scores_customer IF NOT EXISTS FOR (s:StagedScores) ON (s.staged_for)",
 )
 SCHEMA_NAMES: Final[tuple[str, ...]] = tuple(statement.split()[2] for statement in SCHEMA)
 ONLINE_INDEXES: Final = "SHOW INDEXES YIELD name, state WHERE name IN $names AND state = 'ONLINE' RETURN name"
@@ -140,6 +147,58 @@ RETURN count(c) AS written
 names are values here, not query text). Rows for customers that no longer exist (erased while the analysis ran)
 are dropped rather than bringing the id back."""
 
+UNSTAGE_SCORES: Final = """
+UNWIND $keys AS key
+MATCH (s:StagedScores {staged_for: key[0]}) WHERE s.scored_run_id = key[1]
+DELETE s
+"""
+STAGE_SCORES: Final = """
+UNWIND $rows AS row
+CREATE (s:StagedScores {staged_for: row.customer_id, scored_run_id: row.run_id})
+SET s += row.scores, s.segment = row.segment, s.explanation = row.explanation, s.community = row.community
+RETURN count(s) AS written
+"""
+"""The staged node holds exactly what publishing copies onto the customer, plus `staged_for` (removed there).
+Staging again replaces: `UNSTAGE_SCORES` first deletes the (customer, run) pairs about to be created, all of them
+before any `CREATE` (a `MERGE` here seeks among the transaction's own new nodes, which grew quadratic: 220 s for
+20,000 rows in one transaction, against 0.6 s for delete-then-create)."""
+
+MARK_PUBLISHING: Final = """
+MERGE (m:ScoresPublishing {run_id: $run_id})
+ON CREATE SET m.run_json = $run_json
+"""
+"""Publishing moves the scores in slices; the marker holds the final record, so a publish cut off half way is
+finished (not undone) by whoever calls `publish_scores` for the run again."""
+
+PUBLISH_SLICE: Final = f"""
+MATCH (s:StagedScores {{scored_run_id: $run_id}})
+WITH s LIMIT $limit
+OPTIONAL MATCH (c:Customer {{id: s.staged_for}})
+FOREACH (_ IN CASE WHEN c IS NULL THEN [] ELSE [1] END |
+    FOREACH (k IN [k IN keys(c) WHERE k STARTS WITH '{SCORE_PREFIX}'] | REMOVE c[k])
+    SET c += properties(s), c.community = s.community
+    REMOVE c.staged_for
+)
+DELETE s
+RETURN count(s) AS moved, count(c) AS published
+"""
+"""`SET c += ...` leaves a property the staged node lacks alone, so `community` (absent when null) is set itself.
+A customer erased since their scores were staged has no node: the staged one just goes."""
+
+FINISH_PUBLISHING: Final = "MATCH (m:ScoresPublishing {run_id: $run_id}) DELETE m"
+UNFINISHED_PUBLISHING: Final = "MATCH (m:ScoresPublishing) RETURN m.run_json AS json ORDER BY m.run_id"
+
+STAGED_RUNS: Final = """
+MATCH (s:StagedScores) WHERE s.scored_run_id IS NOT NULL
+RETURN DISTINCT s.scored_run_id AS run_id ORDER BY run_id
+"""
+DISCARD_STAGED: Final = """
+MATCH (s:StagedScores) WHERE s.scored_run_id IN $run_ids
+DELETE s
+RETURN count(*) AS discarded
+"""
+ERASE_STAGED_SCORES: Final = "MATCH (s:StagedScores {staged_for: $id}) DELETE s"
+
 MERGE_RUN: Final = f"""
 MERGE (r:AnalysisRun {{id: $id}})
 SET r.started_at = {_datetime("$started_at_us")}, r.finished_at = {_datetime("$finished_at_us")}, r.status = $status,
@@ -167,7 +226,8 @@ SET t.count = t.count + row.n
 """
 
 DELETE_ALL: Final = """
-MATCH (n) WHERE n:Customer OR n:Event OR n:AnalysisRun OR n:ErasureCount
+MATCH (n) WHERE n:Customer OR n:Event OR n:AnalysisRun OR n:ErasureCount OR n:StagedScores
+    OR n:ScoresPublishing
 CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS
 """
 """Auto-commit only (`CALL ... IN TRANSACTIONS`), in slices so a million edges don't fill one transaction."""

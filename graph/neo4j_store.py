@@ -29,7 +29,7 @@ two log files); the live graph has none of them immediately.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Final, TypeVar
@@ -119,6 +119,22 @@ def _json(value: Any, what: str) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+PUBLISH_SLICE: Final = 10_000
+"""Customers whose scores one transaction of `Neo4jStore.publish_scores` moves from staging onto them."""
+
+
+def _run_params(run: AnalysisRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "started_at_us": _us(run.started_at),
+        "finished_at_us": _us(run.finished_at),
+        "status": run.status,
+        "params_json": _json(run.params, f"params of run {run.id}"),
+        "timings_json": _json(run.timings, f"timings of run {run.id}"),
+        "summary_json": _json(run.summary, f"summary of run {run.id}"),
+    }
 
 
 def _why(exc: BaseException) -> str:
@@ -478,6 +494,16 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
         )
 
     def write_scores(self, scores: Sequence[CustomerScores]) -> int:
+        return self._write_score_rows(cypher.WRITE_SCORES, scores, "write scores")
+
+    def stage_scores(self, scores: Sequence[CustomerScores]) -> int:
+        last = {(s.customer_id, s.run_id): s for s in scores}  # the last of one customer's rows in a run wins
+        keys = [list(key) for key in last]
+        return self._write_score_rows(cypher.STAGE_SCORES, list(last.values()), "stage scores", unstage=keys)
+
+    def _write_score_rows(
+        self, query: str, scores: Sequence[CustomerScores], doing: str, *, unstage: list[list[str]] | None = None
+    ) -> int:
         rows = [
             {
                 "customer_id": s.customer_id,
@@ -493,22 +519,64 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
             return 0
 
         def work(tx: ManagedTransaction) -> int:
-            return sum(
-                int(tx.run(cypher.WRITE_SCORES, rows=chunk).single(strict=True)["written"]) for chunk in _chunks(rows)
-            )
+            for chunk in _chunks(unstage or []):
+                tx.run(cypher.UNSTAGE_SCORES, keys=chunk).consume()
+            return sum(int(tx.run(query, rows=chunk).single(strict=True)["written"]) for chunk in _chunks(rows))
 
-        return self._write("write scores", work)
+        return self._write(doing, work)
+
+    def publish_scores(self, run: AnalysisRun) -> int:
+        """In slices of `PUBLISH_SLICE` customers, one transaction each, behind a marker holding the final record:
+        one transaction for every customer needs some 5 KiB of transaction memory per customer (150,000 customers
+        overran the 819 MiB a 2 GiB heap allows). While it runs a reader may see both runs' scores; a publish
+        cut off half way is finished by calling this again, or by `unfinished_publications` and the next run."""
+        params = _run_params(run)  # refuses a record that cannot be stored before anything moves
+        run_json = run.model_dump_json()
+        self._write(
+            "publish scores", lambda tx: tx.run(cypher.MARK_PUBLISHING, run_id=run.id, run_json=run_json).consume()
+        )
+
+        def move_slice(tx: ManagedTransaction) -> tuple[int, int]:
+            record = tx.run(cypher.PUBLISH_SLICE, run_id=run.id, limit=PUBLISH_SLICE).single(strict=True)
+            return int(record["moved"]), int(record["published"])
+
+        published = 0
+        while True:
+            moved, count = self._write("publish scores", move_slice)
+            published += count
+            if moved < PUBLISH_SLICE:
+                break
+
+        def finish(tx: ManagedTransaction) -> None:
+            tx.run(cypher.MERGE_RUN, params).consume()
+            tx.run(cypher.FINISH_PUBLISHING, run_id=run.id).consume()
+
+        self._write("publish scores", finish)
+        return published
+
+    def unfinished_publications(self) -> list[AnalysisRun]:
+        found = self._read(
+            "list unfinished publications",
+            lambda tx: [str(record["json"]) for record in tx.run(cypher.UNFINISHED_PUBLISHING)],
+        )
+        return [AnalysisRun.model_validate_json(text) for text in found]
+
+    def staged_score_runs(self) -> list[str]:
+        return self._read(
+            "list staged runs", lambda tx: [str(record["run_id"]) for record in tx.run(cypher.STAGED_RUNS)]
+        )
+
+    def discard_staged_scores(self, run_ids: Collection[str]) -> int:
+        if not run_ids:
+            return 0
+        ids = sorted(run_ids)
+        return self._write(
+            "discard staged scores",
+            lambda tx: int(tx.run(cypher.DISCARD_STAGED, run_ids=ids).single(strict=True)["discarded"]),
+        )
 
     def save_run(self, run: AnalysisRun) -> None:
-        params = {
-            "id": run.id,
-            "started_at_us": _us(run.started_at),
-            "finished_at_us": _us(run.finished_at),
-            "status": run.status,
-            "params_json": _json(run.params, f"params of run {run.id}"),
-            "timings_json": _json(run.timings, f"timings of run {run.id}"),
-            "summary_json": _json(run.summary, f"summary of run {run.id}"),
-        }
+        params = _run_params(run)
         self._write("save the run", lambda tx: tx.run(cypher.MERGE_RUN, params).consume())
 
     def erase_customer(self, customer_id: str) -> ErasureReport:
@@ -530,6 +598,7 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
                         outreach_cypher.SET_OUTREACH_JSON, id=record["id"], json=scrubbed.model_dump_json()
                     ).consume()
             _scrub_mentions(tx, customer_id)
+            tx.run(cypher.ERASE_STAGED_SCORES, id=customer_id).consume()
             tx.run(cypher.ERASE_CUSTOMER, id=customer_id).consume()
             tally = [
                 {"key": "customers", "n": 1},

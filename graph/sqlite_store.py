@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -66,7 +66,7 @@ from graph.sqlite_program import (
 )
 from graph.store import RowWriter
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Stored in `PRAGMA user_version`; bump it and add a step to `_MIGRATIONS` when the schema changes."""
 
 _SCHEMA_V1 = (
@@ -135,7 +135,28 @@ _SCHEMA_V1 = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5}
+_SCHEMA_V6 = (
+    """CREATE TABLE IF NOT EXISTS staged_scores (
+        run_id TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        segment TEXT NOT NULL,
+        explanation TEXT NOT NULL,
+        scores TEXT NOT NULL,
+        community INTEGER,
+        PRIMARY KEY (run_id, customer_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS staged_scores_by_customer ON staged_scores(customer_id)",
+)
+"""A run's scores while it writes them: no reader sees them until `publish_scores` makes them the live ones."""
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _SCHEMA_V1,
+    2: SCHEMA_V2,
+    3: SCHEMA_V3,
+    4: SCHEMA_V4,
+    5: SCHEMA_V5,
+    6: _SCHEMA_V6,
+}
 """Statements that bring a file from version n-1 to version n."""
 
 _UPSERT_CUSTOMER = """
@@ -163,6 +184,22 @@ _INSERT_EVENT = """
 _UPSERT_SCORES = """
     INSERT INTO scores (customer_id, run_id, segment, explanation, scores, community)
     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM customers WHERE id = ?1)
+    ON CONFLICT (customer_id) DO UPDATE SET
+        run_id = excluded.run_id, segment = excluded.segment, explanation = excluded.explanation,
+        scores = excluded.scores, community = excluded.community
+"""
+_STAGE_SCORES = """
+    INSERT INTO staged_scores (run_id, customer_id, segment, explanation, scores, community)
+    VALUES (?2, ?1, ?3, ?4, ?5, ?6)
+    ON CONFLICT (run_id, customer_id) DO UPDATE SET
+        segment = excluded.segment, explanation = excluded.explanation, scores = excluded.scores,
+        community = excluded.community
+"""
+_PUBLISH_SCORES = """
+    INSERT INTO scores (customer_id, run_id, segment, explanation, scores, community)
+    SELECT s.customer_id, s.run_id, s.segment, s.explanation, s.scores, s.community
+    FROM staged_scores AS s JOIN customers AS c ON c.id = s.customer_id
+    WHERE s.run_id = ?
     ON CONFLICT (customer_id) DO UPDATE SET
         run_id = excluded.run_id, segment = excluded.segment, explanation = excluded.explanation,
         scores = excluded.scores, community = excluded.community
@@ -249,6 +286,18 @@ def _customer_from(row: Row) -> Customer:
             "attributes": json.loads(row[7]),
             "created_at": _from_us(row[8]),
         }
+    )
+
+
+def _run_row(run: AnalysisRun) -> Row:
+    return (
+        run.id,
+        _to_us(run.started_at),
+        _opt_us(run.finished_at),
+        run.status,
+        _json(run.params, f"params of run {run.id}"),
+        _json(run.timings, f"timings of run {run.id}"),
+        _json(run.summary, f"summary of run {run.id}"),
     )
 
 
@@ -627,6 +676,12 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
         )
 
     def write_scores(self, scores: Sequence[CustomerScores]) -> int:
+        return self._write_score_rows(_UPSERT_SCORES, scores)
+
+    def stage_scores(self, scores: Sequence[CustomerScores]) -> int:
+        return self._write_score_rows(_STAGE_SCORES, scores)
+
+    def _write_score_rows(self, sql: str, scores: Sequence[CustomerScores]) -> int:
         rows = [
             (
                 s.customer_id,
@@ -643,21 +698,46 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
 
         def work(conn: _Connection) -> int:
             before = conn.total_changes
-            conn.executemany(_UPSERT_SCORES, rows)
+            conn.executemany(sql, rows)
             return conn.total_changes - before
 
         return self._run(work, write=True)
 
-    def save_run(self, run: AnalysisRun) -> None:
-        row = (
-            run.id,
-            _to_us(run.started_at),
-            _opt_us(run.finished_at),
-            run.status,
-            _json(run.params, f"params of run {run.id}"),
-            _json(run.timings, f"timings of run {run.id}"),
-            _json(run.summary, f"summary of run {run.id}"),
+    def publish_scores(self, run: AnalysisRun) -> int:
+        row = _run_row(run)
+
+        def work(conn: _Connection) -> int:
+            published = conn.execute(_PUBLISH_SCORES, (run.id,)).rowcount
+            conn.execute("DELETE FROM staged_scores WHERE run_id = ?", (run.id,))
+            conn.execute(_UPSERT_RUN, row)
+            return int(published)
+
+        return self._run(work, write=True)
+
+    def unfinished_publications(self) -> list[AnalysisRun]:
+        return []  # `publish_scores` is one transaction: it happened or it did not
+
+    def staged_score_runs(self) -> list[str]:
+        rows: list[Row] = self._run(
+            lambda conn: conn.execute("SELECT DISTINCT run_id FROM staged_scores ORDER BY run_id").fetchall(),
+            write=False,
+            begin=False,
         )
+        return [str(row[0]) for row in rows]
+
+    def discard_staged_scores(self, run_ids: Collection[str]) -> int:
+        if not run_ids:
+            return 0
+        ids = json.dumps(sorted(run_ids))
+
+        def work(conn: _Connection) -> int:
+            sql = "DELETE FROM staged_scores WHERE run_id IN (SELECT value FROM json_each(?))"
+            return int(conn.execute(sql, (ids,)).rowcount)
+
+        return self._run(work, write=True)
+
+    def save_run(self, run: AnalysisRun) -> None:
+        row = _run_row(run)
         self._run(lambda conn: conn.execute(_UPSERT_RUN, row), write=True)
 
     def erase_customer(self, customer_id: str) -> ErasureReport:
@@ -676,6 +756,7 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
             ).fetchall()
             conn.execute("DELETE FROM events WHERE customer_id = ?", key)
             conn.execute("DELETE FROM scores WHERE customer_id = ?", key)
+            conn.execute("DELETE FROM staged_scores WHERE customer_id = ?", key)
             conn.execute("DELETE FROM customers WHERE id = ?", key)
             tally = [
                 ("customers", 1),
@@ -719,7 +800,16 @@ class SqliteStore(SqliteAccess, SqliteOutreach, SqliteProgram, RowWriter):
 
     def delete_all(self) -> None:
         def work(conn: _Connection) -> None:
-            graph_tables = ("scores", "events", "referrals", "influences", "customers", "runs", "erasure_tally")
+            graph_tables = (
+                "staged_scores",
+                "scores",
+                "events",
+                "referrals",
+                "influences",
+                "customers",
+                "runs",
+                "erasure_tally",
+            )
             for table in (*ACCESS_TABLES, *OUTREACH_TABLES, *PROGRAM_TABLES, *graph_tables):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - table names are constants
 

@@ -7,7 +7,7 @@ the same rows again changes nothing. Errors are raised as `graph.errors` classes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from graph.model import (
@@ -66,7 +66,31 @@ class GraphStore(Protocol):
         """Record events; an event id already stored is left as it is."""
 
     def write_scores(self, scores: Sequence[CustomerScores]) -> int:
-        """Write one run's scores and segments back onto customers (replacing earlier scores)."""
+        """Write scores and segments onto customers at once (replacing earlier scores); an analysis stages instead."""
+
+    def stage_scores(self, scores: Sequence[CustomerScores]) -> int:
+        """Keep one batch of a run's scores (each names its run) aside, where no reader sees them yet.
+
+        A run stages in batches and publishes once, so a run that dies half way leaves the live scores whole."""
+
+    def publish_scores(self, run: AnalysisRun) -> int:
+        """Make the scores staged under `run.id` the live ones, drop them from the staging area and save `run` (its
+        final record). Scores of customers erased since they were staged are dropped. Returns how many customers
+        got scores (by this call).
+
+        SQLite does it in one transaction: readers see the previous scores or these, never a mix. Neo4j moves them
+        in slices (one transaction for a large graph outgrows the server's transaction memory): while it runs a
+        reader may see both, and a publish cut off half way is listed by `unfinished_publications` and finished by
+        calling this again with the run it lists. Either way a run's scores are never left half applied for good."""
+
+    def unfinished_publications(self) -> list[AnalysisRun]:
+        """Runs (their final records) whose publishing began and did not end; always empty where it is atomic."""
+
+    def staged_score_runs(self) -> list[str]:
+        """The runs that have scores staged, sorted: running ones, and any that died before publishing."""
+
+    def discard_staged_scores(self, run_ids: Collection[str]) -> int:
+        """Drop the scores staged by these runs (ones that failed or were abandoned); returns how many."""
 
     def save_run(self, run: AnalysisRun) -> None:
         """Create or replace the record of an analysis run."""

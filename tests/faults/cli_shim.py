@@ -2,8 +2,8 @@
 
 `python -m tests.faults.cli_shim <advocacy arguments>`. Only the batch sizes, the pace and the analysis heartbeat
 change: the commands, the store and the error handling are the CLI's own. `ADVOCACY_FAULT_BATCH` sets the rows per
-import transaction and per score write; `ADVOCACY_FAULT_PACE_S` the pause after each committed write (Neo4j and
-SQLite); `ADVOCACY_FAULT_HEARTBEAT_S` how often a running analysis re-saves its record.
+import transaction and per batch of staged scores; `ADVOCACY_FAULT_PACE_S` the pause after each committed write
+(Neo4j and SQLite); `ADVOCACY_FAULT_HEARTBEAT_S` how often a running analysis re-saves its record.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def main() -> None:
     heartbeat_s = float(os.environ.get("ADVOCACY_FAULT_HEARTBEAT_S", str(analysis.HEARTBEAT_S)))
     vars(cli_analysis)["run_analysis"] = functools.partial(analysis.run_analysis, heartbeat_s=heartbeat_s)
     Neo4jStore.write_batch = _paced(Neo4jStore.write_batch, pause_s)  # type: ignore[method-assign]
-    Neo4jStore.write_scores = _paced(Neo4jStore.write_scores, pause_s)  # type: ignore[method-assign]
-    SqliteStore.write_scores = _paced(SqliteStore.write_scores, pause_s)  # type: ignore[method-assign]
+    Neo4jStore.stage_scores = _paced(Neo4jStore.stage_scores, pause_s)  # type: ignore[method-assign]
+    SqliteStore.stage_scores = _paced(SqliteStore.stage_scores, pause_s)  # type: ignore[method-assign]
     cli.app(prog_name="advocacy")
 
 

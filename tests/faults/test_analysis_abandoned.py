@@ -1,5 +1,6 @@
 """An analysis whose process is SIGKILLed mid-run (no `except` runs, nothing is saved on the way out) is reported
-`abandoned` once its heartbeat has been silent long enough, instead of `running` for ever.
+`abandoned` once its heartbeat has been silent long enough, instead of `running` for ever; the scores it had
+staged were never seen by readers, who keep the previous run's, and the next look at staging drops them.
 
 The analysis runs as the real CLI in a subprocess (`tests.faults.cli_shim`: small score batches, a pause after
 each, a heartbeat every 0.2 s) on a real SQLite store; the report is read through the HTTP API.
@@ -19,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from engine.analysis import ABANDONED_AFTER_S, as_seen
+from engine.analysis import ABANDONED_AFTER_S, as_seen, discard_dead_staging, run_analysis
 from engine.settings import Settings
 from graph.model import AnalysisRun, GraphBatch
 from graph.sqlite_store import SqliteStore
@@ -63,6 +64,7 @@ def test_a_killed_analysis_is_reported_abandoned_once_its_heartbeat_is_silent(tm
     store = SqliteStore(path)
     try:
         seed(store)
+        first = run_analysis(store)
         env = {
             **os.environ,
             "ADVOCACY_STORE": f"sqlite:///{path}",
@@ -87,7 +89,7 @@ def test_a_killed_analysis_is_reported_abandoned_once_its_heartbeat_is_silent(tm
 
         time.sleep(5 * HEARTBEAT_S)
         (left,) = store.list_runs(limit=1)
-        assert left.id == beating.id
+        assert left.id == beating.id != first.id
         assert left.status == "running", "a killed process saves nothing: its record says running"
         assert left.finished_at is None
         last = heartbeat(left)
@@ -105,6 +107,14 @@ def test_a_killed_analysis_is_reported_abandoned_once_its_heartbeat_is_silent(tm
         assert one.status_code == 200, one.text
         assert one.json()["status"] == "abandoned"
         assert one.json()["summary"]["step"] == "write scores", "the record still says where it stopped"
-        assert [run["status"] for run in listed.json()["items"]] == ["abandoned"]
+        assert [run["status"] for run in listed.json()["items"]] == ["abandoned", "done"]
+
+        scored_by = {scores.run_id for scores in store.iter_scores()}
+        assert scored_by == {first.id}, "readers see the previous run's scores only, none of the killed run's"
+        assert sum(1 for _ in store.iter_scores()) == CUSTOMERS
+        assert store.staged_score_runs() == [left.id]
+        assert discard_dead_staging(store, now=last + timedelta(seconds=ABANDONED_AFTER_S)) == []
+        assert discard_dead_staging(store, now=later) == [left.id]
+        assert store.staged_score_runs() == []
     finally:
         store.close()

@@ -1,5 +1,6 @@
 """Neo4j SIGKILLed in the middle of `advocacy import` and of `advocacy analyse`, then restarted: the command says
 what failed (one line, non-zero exit, no traceback), and running it again leaves every row and every score once.
+An analysis cut off while it stages its scores leaves the previous run's scores whole: no customer shows a mix.
 
 The commands run as the real CLI in a subprocess (`tests.faults.cli_shim`: small write batches and a short pause
 after each, so the kill lands between or inside transactions rather than after the last one) on a private Neo4j.
@@ -13,13 +14,15 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from neo4j import Driver, GraphDatabase
 
-from engine.analysis import run_analysis
+from engine.analysis import ABANDONED_AFTER_S, discard_dead_staging, run_analysis
 from engine.ingest import import_files
+from graph.model import utcnow
 from graph.neo4j_store import Neo4jStore
 from tests.faults.conftest import ROOT, Neo4jServer
 
@@ -164,7 +167,7 @@ def test_an_analysis_cut_off_during_write_back_is_never_marked_done_and_a_rerun_
         store.close()
 
     proc = cli(fresh_neo4j, "analyse", "--json", batch=50)
-    half_way = "MATCH (r:AnalysisRun {status: 'running'}) MATCH (c:Customer {scored_run_id: r.id}) RETURN count(c)"
+    half_way = "MATCH (r:AnalysisRun {status: 'running'}) MATCH (s:StagedScores {scored_run_id: r.id}) RETURN count(s)"
     kill_when(fresh_neo4j, proc, half_way, 100, 120)
     assert_failed_clearly(proc)
 
@@ -173,8 +176,11 @@ def test_an_analysis_cut_off_during_write_back_is_never_marked_done_and_a_rerun_
     try:
         cut = next(run for run in store.list_runs() if run.id != first.id)
         assert cut.status != "done", "a run cut off during write-back is never recorded as complete"
-        partial = count(fresh_neo4j, f"MATCH (c:Customer {{scored_run_id: '{cut.id}'}}) RETURN count(c)")
-        assert 100 <= partial < n_customers, "the crash came half way through the write-back"
+        staged = count(fresh_neo4j, f"MATCH (s:StagedScores {{scored_run_id: '{cut.id}'}}) RETURN count(s)")
+        assert 100 <= staged < n_customers, "the crash came half way through the write-back"
+        by_first = f"MATCH (c:Customer {{scored_run_id: '{first.id}'}}) RETURN count(c)"
+        assert count(fresh_neo4j, by_first) == n_customers, "the first run's scores stay whole, none of the cut one's"
+        assert store.staged_score_runs() == [cut.id]
 
         rerun = run_analysis(store)  # what `advocacy analyse` runs, run again
         runs = store.list_runs()
@@ -185,5 +191,11 @@ def test_an_analysis_cut_off_during_write_back_is_never_marked_done_and_a_rerun_
         by_rerun = f"MATCH (c:Customer {{scored_run_id: '{rerun.id}'}}) RETURN count(c)"
         assert count(fresh_neo4j, by_rerun) == n_customers, "every customer holds the rerun's scores"
         assert sum(1 for _ in store.iter_scores()) == n_customers, "one score set per customer"
+        assert count(fresh_neo4j, "MATCH (c:Customer) WHERE c.staged_for IS NOT NULL RETURN count(c)") == 0
+
+        # The cut run beat moments ago, so the rerun left its staging alone; once it is abandoned, it goes.
+        assert store.staged_score_runs() == [cut.id]
+        assert discard_dead_staging(store, now=utcnow() + timedelta(seconds=ABANDONED_AFTER_S + 60)) == [cut.id]
+        assert count(fresh_neo4j, "MATCH (s:StagedScores) RETURN count(s)") == 0
     finally:
         store.close()

@@ -17,11 +17,12 @@ import pytest
 from neo4j import Driver
 from neo4j.exceptions import AuthError, ConstraintError, ServiceUnavailable, TransientError
 
+from engine.analysis import finish_publications
 from graph import cypher, neo4j_store
 from graph.errors import InvalidInput, NotFound, StoreUnavailable
 from graph.model import Customer, Event, EventKind, GraphBatch, Influence, InfluenceKind
 from graph.neo4j_store import Neo4jStore, translate
-from tests.factories import BASE_TIME, make_customer, make_event, make_influence, make_scores
+from tests.factories import BASE_TIME, make_customer, make_event, make_influence, make_run, make_scores
 from tests.neo4j_support import NEO4J_URL, fresh_neo4j, open_neo4j, query, raw_driver
 
 pytestmark = pytest.mark.neo4j
@@ -326,3 +327,43 @@ def test_an_abandoned_export_releases_its_connection(store: Neo4jStore) -> None:
 
     store.ping()
     assert store.add_influences(edges[:10]) == 10
+
+
+# --- publishing staged scores in slices ------------------------------------------------------------------------
+def test_a_publish_cut_off_between_slices_is_listed_and_finished_by_the_next_run(
+    store: Neo4jStore, driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [f"c{i}" for i in range(7)]
+    store.upsert_customers([make_customer(id=cid) for cid in ids])
+    store.write_scores([make_scores(cid, run_id="run-1") for cid in ids])
+    store.stage_scores([make_scores(cid, run_id="run-2", scores={"reach": 2.0}, community=None) for cid in ids])
+    final = make_run(id="run-2", status="done")
+    monkeypatch.setattr(neo4j_store, "PUBLISH_SLICE", 3)
+    writes = {"n": 0}
+    original = store._write
+
+    def cut_after_two_slices(doing: str, work: Any) -> Any:
+        writes["n"] += 1
+        if writes["n"] == 4:  # the marker, two slices, then the process is gone
+            raise StoreUnavailable("connection lost")
+        return original(doing, work)
+
+    monkeypatch.setattr(store, "_write", cut_after_two_slices)
+    with pytest.raises(StoreUnavailable):
+        store.publish_scores(final)
+    monkeypatch.setattr(store, "_write", original)
+
+    assert sorted(s.run_id for s in store.iter_scores()) == ["run-1"] + ["run-2"] * 6, "two slices of three moved"
+    assert store.unfinished_publications() == [final]
+    assert store.staged_score_runs() == ["run-2"]
+    with pytest.raises(NotFound):
+        store.get_run("run-2")
+
+    assert finish_publications(store) == ["run-2"]
+
+    assert {s.run_id for s in store.iter_scores()} == {"run-2"}
+    assert store.get_scores("c0") == make_scores("c0", run_id="run-2", scores={"reach": 2.0}, community=None)
+    assert store.get_run("run-2") == final
+    assert store.unfinished_publications() == []
+    assert store.staged_score_runs() == []
+    assert query(driver, "MATCH (m:ScoresPublishing) RETURN count(m) AS n") == [{"n": 0}]

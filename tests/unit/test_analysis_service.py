@@ -15,15 +15,26 @@ from engine.analysis import (
     AnalysisParams,
     as_seen,
     compare_runs,
+    discard_dead_staging,
     pack_ids,
     run_analysis,
     unpack_ids,
 )
 from graph.errors import InvalidInput, StoreUnavailable
 from graph.export import export_graphs
-from graph.model import AnalysisRun, ContactChannel, EventKind, GraphBatch, InfluenceKind, ReferralStatus, Segment
+from graph.model import (
+    AnalysisRun,
+    ContactChannel,
+    CustomerScores,
+    EventKind,
+    GraphBatch,
+    InfluenceKind,
+    ReferralStatus,
+    Segment,
+    utcnow,
+)
 from graph.sqlite_store import SqliteStore
-from tests.factories import make_customer, make_event, make_influence, make_referral
+from tests.factories import make_customer, make_event, make_influence, make_referral, make_scores
 
 
 @pytest.fixture
@@ -304,3 +315,70 @@ def test_a_finished_run_is_seen_as_it_is_however_old(status: str) -> None:
     started = datetime(2020, 1, 1, tzinfo=UTC)
     run = AnalysisRun(id="r1", started_at=started, finished_at=started, status=status)
     assert as_seen(run, now=started + timedelta(days=365)) is run
+
+
+# --- staged scores ---------------------------------------------------------------------------------------------
+def test_readers_see_the_previous_run_until_the_next_one_publishes(store: SqliteStore) -> None:
+    small_network(store)
+    first = run_analysis(store)
+    during: list[set[str]] = []
+    steps: list[str] = []
+
+    def progress(step: str, done: int, total: int) -> None:
+        steps.append(step)
+        if step == "write scores" and done > 0:
+            during.append({scores.run_id for scores in store.iter_scores()})
+
+    second = run_analysis(store, params=AnalysisParams(write_batch_size=4), progress=progress)
+
+    assert len(during) >= 4, "several batches were staged"
+    assert all(seen == {first.id} for seen in during), "no reader saw the second run's scores before it published"
+    assert steps[-1] == "publish scores"
+    assert {scores.run_id for scores in store.iter_scores()} == {second.id}
+    assert store.staged_score_runs() == []
+
+
+def test_a_run_that_fails_while_writing_scores_leaves_the_previous_ones_whole(store: SqliteStore) -> None:
+    small_network(store)
+    first = run_analysis(store)
+    before = list(store.iter_scores())
+    original = store.stage_scores
+    calls = {"n": 0}
+
+    def fails_third(scores: list[CustomerScores]) -> int:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise StoreUnavailable("the disk went away")
+        return original(scores)
+
+    store.stage_scores = fails_third  # type: ignore[method-assign,assignment]
+    with pytest.raises(StoreUnavailable):
+        run_analysis(store, params=AnalysisParams(write_batch_size=3))
+
+    failed = next(run for run in store.list_runs() if run.id != first.id)
+    assert failed.status == "failed"
+    assert list(store.iter_scores()) == before, "two batches were staged, none published"
+    assert store.staged_score_runs() == [], "a run that fails drops what it staged"
+
+
+def test_only_runs_that_will_never_publish_lose_their_staged_scores(store: SqliteStore) -> None:
+    small_network(store)
+    now = utcnow()
+    quiet = now - timedelta(seconds=ABANDONED_AFTER_S + 1)
+    records = {
+        "beating": AnalysisRun(id="beating", started_at=quiet, summary={"heartbeat_at": now.isoformat()}),
+        "abandoned": AnalysisRun(id="abandoned", started_at=quiet, summary={"heartbeat_at": quiet.isoformat()}),
+        "failed": AnalysisRun(id="failed", started_at=quiet, finished_at=now, status="failed"),
+    }
+    for record in records.values():
+        store.save_run(record)
+    for run_id in ("beating", "abandoned", "failed", "unrecorded"):
+        store.stage_scores([make_scores("hub", run_id=run_id), make_scores("pro", run_id=run_id)])
+
+    assert discard_dead_staging(store, now=now) == ["abandoned", "failed", "unrecorded"]
+    assert store.staged_score_runs() == ["beating"]
+    assert discard_dead_staging(store, now=now) == []
+
+    run_analysis(store)
+    assert store.staged_score_runs() == ["beating"], "a run leaves another live run's staging alone"
+    assert discard_dead_staging(store, now=now + timedelta(seconds=ABANDONED_AFTER_S + 1)) == ["beating"]
