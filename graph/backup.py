@@ -44,7 +44,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
@@ -452,6 +452,41 @@ def encode_value(value: Any) -> Any:
     raise InvalidInput(f"cannot back up a property value of type {type(value).__name__}")
 
 
+def _props_of(var: str) -> str:
+    """Cypher for the properties of `var` as `[key, value]` pairs, except that a UTC datetime (nearly every time
+    this program writes) comes as `[key, epoch seconds, nanosecond]`: the driver builds a `DateTime` in pure Python
+    at some 100 us apiece, half of what a dump cost. (Before 1970 `epochSeconds` rounds toward zero, not down, so
+    those go the driver's way.)"""
+    value = f"{var}[k]"
+    utc = (
+        f"valueType({value}) = 'ZONED DATETIME NOT NULL' AND {value}.timezone IN ['Z', 'UTC'] "
+        f"AND {value}.epochSeconds > 0 AND {value}.year <= 9999"
+    )
+    utc_pair = f"[k, {value}.epochSeconds, {value}.nanosecond]"
+    return f"[k IN keys({var}) | CASE WHEN {utc} THEN {utc_pair} ELSE [k, {value}] END]"
+
+
+def _encoded(pairs: list[list[Any]]) -> dict[str, Any]:
+    """Properties as `_props_of` returns them, encoded as `encode_value` would encode the values."""
+    encoded: dict[str, Any] = {}
+    for pair in pairs:
+        if len(pair) == 3:
+            key, seconds, nanosecond = pair
+            moment = _UNIX_EPOCH + timedelta(seconds=seconds)
+            local = (
+                f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+                f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{nanosecond:09d}"
+            )
+            encoded[key] = {"$datetime": local, "offset": 0, "zone": "UTC"}
+        else:
+            encoded[pair[0]] = encode_value(pair[1])
+    return encoded
+
+
+_UNIX_EPOCH: Final = datetime(1970, 1, 1)
+"""Naive: the wall clock of UTC, as the tagged value writes it."""
+
+
 def _local_iso(value: DateTime) -> str:
     """`2024-03-01T12:00:00.123456789`: what `replace(tzinfo=None).iso_format()` gives, at a fifth of the cost."""
     return (
@@ -626,26 +661,25 @@ def dump_neo4j(
                 driver.session(database=db, default_access_mode=READ_ACCESS, fetch_size=5_000) as session,
                 session.begin_transaction() as tx,
             ):
-                result = tx.run("MATCH (n) RETURN elementId(n) AS id, labels(n) AS labels, properties(n) AS props")
+                result = tx.run(f"MATCH (n) RETURN elementId(n) AS id, labels(n) AS labels, {_props_of('n')} AS props")
                 for node_id, node_labels, props in result:
                     for label in node_labels:
                         _quoted(label, "label")
                         labels[label] = labels.get(label, 0) + 1
-                    encoded = {key: encode_value(item) for key, item in props.items()}
-                    body.write(_line({"node": node_id, "labels": node_labels, "properties": encoded}))
+                    body.write(_line({"node": node_id, "labels": node_labels, "properties": _encoded(props)}))
                     nodes += 1
                     if nodes % 10_000 == 0:
                         report("nodes", nodes, expected["nodes"])
                 report("nodes", nodes, expected["nodes"])
                 result = tx.run(
                     "MATCH (a)-[r]->(b) RETURN type(r) AS type, elementId(a) AS start, elementId(b) AS end, "
-                    "properties(r) AS props"
+                    f"{_props_of('r')} AS props"
                 )
                 for kind, start, end, props in result:
                     if kind not in types:
                         _quoted(kind, "relationship type")
                     types[kind] = types.get(kind, 0) + 1
-                    encoded = {key: encode_value(item) for key, item in props.items()}
+                    encoded = _encoded(props)
                     body.write(_line({"relationship": kind, "start": start, "end": end, "properties": encoded}))
                     relationships += 1
                     if relationships % 10_000 == 0:

@@ -368,6 +368,9 @@ CREATE (a:BackupProbe {
     span: duration('P1Y2M3DT4H5M6.000000007S'), here: point({x: 1.5, y: 2.0, z: 3.0}),
     there: point({longitude: 2.35, latitude: 48.85}),
     times: [datetime('2024-03-01T12:00:00Z'), datetime('2024-03-02T12:00:00Z')],
+    before_1970: datetime('1969-12-31T23:59:58.250000001Z'), utc_named: datetime('2024-03-01T12:00:00.5[UTC]'),
+    far: datetime('9999-12-31T23:59:59.999999999Z'), early: datetime('0001-01-01T00:00:00Z'),
+    london: datetime('2024-01-01T10:00:00[Europe/London]'),
     nan: 0.0 / 0.0, inf: 1.0 / 0.0, raw: $raw, big: 9007199254740993, text: 'é "quoted" \\n line'
 })
 CREATE (b:BackupProbe:Second {name: 'b'})
