@@ -555,8 +555,35 @@ def decode_value(value: Any) -> Any:
     raise InvalidInput(f"unknown tagged value {value!r}")
 
 
-def _properties(props: dict[str, Any]) -> dict[str, Any]:
-    return {key: decode_value(item) for key, item in props.items()}
+def _load_row(props: dict[str, Any], **keys: Any) -> dict[str, Any]:
+    """A node's or relationship's row for the load: UTC datetimes as `[key, epoch seconds, nanosecond]` in `times`
+    (Cypher builds them: the driver's own conversion of a `DateTime` costs some 80 us), the rest decoded."""
+    decoded: dict[str, Any] = {}
+    times: list[list[Any]] = []
+    for key, item in props.items():
+        utc = _utc_parts(item)
+        if utc is None:
+            decoded[key] = decode_value(item)
+        else:
+            times.append([key, *utc])
+    return {**keys, "props": decoded, "times": times}
+
+
+def _utc_parts(value: Any) -> tuple[int, int] | None:
+    if not (isinstance(value, dict) and value.get("zone") == "UTC" and isinstance(value.get("$datetime"), str)):
+        return None
+    found = _LOCAL_ISO.fullmatch(value["$datetime"])
+    if found is None:
+        return None
+    year, month, day, hour, minute, second, nanosecond = (int(part) for part in found.groups())
+    try:
+        moment = datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None  # the driver's parser says what is wrong with it
+    return (moment - _UNIX_EPOCH) // timedelta(seconds=1), nanosecond
+
+
+_SET_TIMES: Final = "FOREACH (t IN row.times | SET {var}[t[0]] = datetime({{epochSeconds: t[1], nanosecond: t[2]}}))"
 
 
 def _quoted(name: str, what: str) -> str:
@@ -889,7 +916,7 @@ def _load_body(
         text = "".join(f":{_quoted(label, 'label')}" for label in labels)
         query = (
             f"UNWIND $rows AS row CREATE (n:{marker}{text}) SET n = row.props SET n.{_RESTORE_KEY} = row.id "
-            "RETURN count(n) AS n"
+            f"{_SET_TIMES.format(var='n')} RETURN count(n) AS n"
         )
         done["nodes"] += _write_batch(driver, database, query, rows)
         report("nodes", done["nodes"], totals.get("nodes"))
@@ -901,7 +928,8 @@ def _load_body(
         query = (
             f"UNWIND $rows AS row MATCH (a:{marker} {{{_RESTORE_KEY}: row.start}}) "
             f"MATCH (b:{marker} {{{_RESTORE_KEY}: row.end}}) "
-            f"CREATE (a)-[r:{_quoted(kind, 'relationship type')}]->(b) SET r = row.props RETURN count(r) AS n"
+            f"CREATE (a)-[r:{_quoted(kind, 'relationship type')}]->(b) SET r = row.props "
+            f"{_SET_TIMES.format(var='r')} RETURN count(r) AS n"
         )
         made = _write_batch(driver, database, query, rows)
         if made != len(rows):
@@ -922,7 +950,7 @@ def _load_body(
                 if "node" in record:
                     labels = tuple(sorted(record["labels"]))
                     batch = node_batches.setdefault(labels, [])
-                    batch.append({"id": record["node"], "props": _properties(record["properties"])})
+                    batch.append(_load_row(record["properties"], id=record["node"]))
                     if len(batch) >= batch_size:
                         flush_nodes(labels)
                 elif "relationship" in record:
@@ -930,9 +958,7 @@ def _load_body(
                         flush_nodes(labels)
                     kind = record["relationship"]
                     edges = edge_batches.setdefault(kind, [])
-                    edges.append(
-                        {"start": record["start"], "end": record["end"], "props": _properties(record["properties"])}
-                    )
+                    edges.append(_load_row(record["properties"], start=record["start"], end=record["end"]))
                     if len(edges) >= batch_size:
                         flush_edges(kind)
                 else:
