@@ -21,6 +21,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The widget's type check and its bundle-is-the-build check need the pinned tools of frontend/ (npm registry).
+if command -v npm >/dev/null 2>&1; then
+  echo "test: npm ci in frontend/ (the widget's type check and build check)"
+  (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
+else
+  echo "test: npm not found: the widget's type check and build check will be skipped" >&2
+fi
+
 cleanup() {
   status=$?
   scripts/neo4j-down.sh || true
