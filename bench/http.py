@@ -20,7 +20,7 @@ Each target is measured from other processes over loopback, after a short warm-u
   random customer with their own `Authorization: Bearer <token>` (`/v1/customers/{id}/kit?campaign_id=spring`),
   and its `done` hook prints the percentiles as JSON;
 - fixed rate: Debian has no wrk2, so an open-loop generator in this file (`--drive`, a child process: asyncio,
-  uvloop, raw HTTP/1.1 on keep-alive connections, cheaper per request than httpx) sends `--rate` requests a second
+  uvloop, raw HTTP/1.1 on keep-alive connections, cheaper per request than httpx2) sends `--rate` requests a second
   on a fixed schedule over at most 64 connections and measures each from its *scheduled* send time, so a stalled
   server cannot hide its stall by holding the client back (no coordinated omission). Requests still unanswered 3 s
   after the schedule ends count with the time they had waited, so a saturated run's percentiles are lower bounds.
@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import psutil
 import redis
 
@@ -281,8 +281,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.proc.returncode}:\n{self._log_path.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                answered = httpx.get(self.base + probe, timeout=2).status_code == 200
+            with contextlib.suppress(httpx2.HTTPError):
+                answered = httpx2.get(self.base + probe, timeout=2).status_code == 200
                 if answered and (self.workers == 1 or len(self.processes()) > self.workers):
                     return
             time.sleep(0.2)
@@ -334,7 +334,7 @@ def smoke(base: str, fixture: Fixture) -> None:
         ("GET", kit_path(other, fixture.campaign_id), {"Authorization": f"Bearer {token}"}, 403),
         ("GET", f"/v1/campaigns/{fixture.campaign_id}", {"Authorization": f"Bearer {fixture.admin_key}"}, 200),
     ]
-    with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as client:
+    with httpx2.Client(base_url=base, timeout=30, follow_redirects=False) as client:
         for method, path, headers, status in checks:
             answer = client.request(method, path, headers=headers)
             if answer.status_code != status:
@@ -990,7 +990,7 @@ def profile(args: argparse.Namespace) -> None:
             ],
         }
 
-        async def send(client: httpx.AsyncClient, requests: list[tuple[str, dict[str, str]]]) -> float:
+        async def send(client: httpx2.AsyncClient, requests: list[tuple[str, dict[str, str]]]) -> float:
             started = time.perf_counter()
             for path, headers in requests:
                 answer = await client.get(path, headers=headers)
@@ -999,8 +999,8 @@ def profile(args: argparse.Namespace) -> None:
             return time.perf_counter() - started
 
         async def main() -> None:
-            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            transport = httpx2.ASGITransport(app=app, client=("127.0.0.1", 40000))
+            async with httpx2.AsyncClient(transport=transport, base_url="http://bench") as client:
                 for target, requests in paths.items():
                     await send(client, requests[: max(20, len(requests) // 10)])  # caches, compiled templates
                     profiler = cProfile.Profile()

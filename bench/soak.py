@@ -14,7 +14,7 @@ Processes, all on 127.0.0.1:
   on db 10 (only those two are flushed, before and after);
 - one `celery worker` (prefork, concurrency 2), started by `engine.worker_process.start_worker`;
 - an aiosmtpd sink in this process (`bench.contact.CountingSink`, counting per recipient too) as the mail server;
-- the load: a separate process (`--drive`), httpx on asyncio, open loop: `--rate` requests a second on a fixed
+- the load: a separate process (`--drive`), httpx2 on asyncio, open loop: `--rate` requests a second on a fixed
   schedule, each kind drawn by weight (`MIX`: redirects `/r/{code}` 60%, kits with the customer's own token 15%,
   orders 15%, signups 5%, the landing page a redirect leads to 3%, redeliveries of an accepted order 2%), and
   every `--launch-every` s an outreach to `--audience` new people plus `--overlap` people the previous one
@@ -68,7 +68,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-import httpx
+import httpx2
 import psutil
 import redis
 from aiosmtpd.controller import Controller
@@ -104,9 +104,9 @@ REDIS_BASE: Final = "redis://127.0.0.1:6390"
 BROKER_DB: Final = 9
 LIMITER_DB: Final = 10
 RATE: Final = 60.0
-"""The default rate. The API spends about 6 CPU-ms on a request of this mix and the httpx generator about 5, so
-100 requests/s needs more than a core of this shared 2-core machine and saturates (requests queue for seconds);
-a soak is meant to watch a steady system, not a queue."""
+"""The default rate. The API spends about 6 CPU-ms on a request of this mix and the generator about 5 (measured
+with httpx), so 100 requests/s needs more than a core of this shared 2-core machine and saturates (requests queue
+for seconds); a soak is meant to watch a steady system, not a queue."""
 SATURATED_LAG_MS: Final = 1000.0
 SAMPLE_EVERY_S: Final = 5.0
 PLOT_WINDOW_S: Final = 15.0
@@ -162,8 +162,8 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     ref: str = ""
-    check: Callable[[httpx.Response], str] | None = None
-    then: Callable[[httpx.Response], None] | None = None
+    check: Callable[[httpx2.Response], str] | None = None
+    then: Callable[[httpx2.Response], None] | None = None
 
 
 def _json_headers(key: str, idempotency_key: str | None = None) -> dict[str, str]:
@@ -177,7 +177,7 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _click_of(response: httpx.Response) -> str | None:
+def _click_of(response: httpx2.Response) -> str | None:
     """The click id the redirect set in its cookie (absent for a paused or revoked code)."""
     for header in response.headers.get_list("set-cookie"):
         name, _, rest = header.partition("=")
@@ -186,7 +186,7 @@ def _click_of(response: httpx.Response) -> str | None:
     return None
 
 
-def _replayed(response: httpx.Response) -> str:
+def _replayed(response: httpx2.Response) -> str:
     return "" if response.headers.get("idempotent-replayed") == "true" else "not-replayed"
 
 
@@ -232,7 +232,7 @@ class Traffic:
             held = self.tokens[customer_id] = (token, time.monotonic())
         return held[0]
 
-    def _harvest(self, response: httpx.Response) -> None:
+    def _harvest(self, response: httpx2.Response) -> None:
         click = _click_of(response)
         if click is not None:
             self.clicks.append(click)
@@ -254,7 +254,7 @@ class Traffic:
         body: dict[str, Any] = {"customer_id": friend, "at": _now_iso(), "customer": customer}
         self._touch(body, click)
 
-        def signed_up(_: httpx.Response) -> None:
+        def signed_up(_: httpx2.Response) -> None:
             if click is not None:
                 self.friends.append((friend, click))
 
@@ -281,7 +281,7 @@ class Traffic:
             self._touch(body, self.clicks.popleft() if self.clicks else None)
         payload, key = json.dumps(body).encode(), f"{self.run_id}-order-{order_id}"
 
-        def accepted(_: httpx.Response) -> None:
+        def accepted(_: httpx2.Response) -> None:
             self.accepted.append((order_id, payload, key))
 
         return Call(
@@ -313,12 +313,12 @@ async def _generate(spec: dict[str, Any], write: Callable[[Sequence[object]], ob
     samples: list[dict[str, Any]] = []
     pending: dict[asyncio.Task[object], tuple[str, float]] = {}
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # every friend is a new browser
-    client = httpx.AsyncClient(
+    client = httpx2.AsyncClient(
         base_url=spec["base"],
-        timeout=httpx.Timeout(30.0),
+        timeout=httpx2.Timeout(30.0),
         # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: with equal timeouts a
         # request can be sent on a connection the server is closing at that moment (a ReadError no browser shows).
-        limits=httpx.Limits(
+        limits=httpx2.Limits(
             max_connections=int(spec["max_connections"]), max_keepalive_connections=64, keepalive_expiry=2.0
         ),
         cookies=jar,
@@ -331,12 +331,12 @@ async def _generate(spec: dict[str, Any], write: Callable[[Sequence[object]], ob
         latency_ms = (clock() - scheduled) * 1000
         write([call.kind, f"{scheduled - start:.4f}", f"{latency_ms:.3f}", status, call.expect, error, call.ref])
 
-    async def send(call: Call, scheduled: float) -> httpx.Response | None:
+    async def send(call: Call, scheduled: float) -> httpx2.Response | None:
         async with slots:  # waiting for a connection is part of the latency
             sent = clock()
             try:
                 response = await client.request(call.method, call.path, headers=call.headers, content=call.body)
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 record(call, scheduled, 0, type(exc).__name__)
                 return None
         lags.append(sent - scheduled)
@@ -1088,7 +1088,7 @@ def report(outcome: Outcome, *, draw: bool = True) -> None:
             "overlap": outcome.args.overlap,
         },
         processes="uvicorn api.app (1 worker, httptools) + celery worker (prefork, concurrency 2) + aiosmtpd sink; "
-        "load: httpx asyncio open loop in its own process",
+        "load: httpx2 asyncio open loop in its own process",
         redis={"broker": f"{REDIS_BASE}/{BROKER_DB}", "limiter": f"{REDIS_BASE}/{LIMITER_DB}"},
         memory_bound=BOUND_TEXT,
         first_minute=f"requests scheduled in [{outcome.warmup_s:g}, {outcome.warmup_s + 60:g}) s",

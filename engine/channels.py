@@ -31,7 +31,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import httpx
+import httpx2
 
 from engine.fulfilment import (
     RETRYABLE_STATUSES,
@@ -308,7 +308,7 @@ def message_payload(message: Outgoing, channel: ContactChannel) -> dict[str, str
     }
 
 
-def _provider_id(response: httpx.Response, fallback: str) -> str:
+def _provider_id(response: httpx2.Response, fallback: str) -> str:
     try:
         answer: Any = response.json()
     except ValueError:
@@ -333,7 +333,7 @@ class WebhookMessageAdapter:
         *,
         allow_private: bool = False,
         timeout_s: float = 5.0,
-        client: httpx.Client | None = None,
+        client: httpx2.Client | None = None,
         resolver: Resolver = resolve_host,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -344,17 +344,17 @@ class WebhookMessageAdapter:
         self._secret = secret
         self._clock = clock
         self._client = client
-        self._own_client: httpx.Client | None = None
+        self._own_client: httpx2.Client | None = None
 
     @property
     def host(self) -> str:
         return str(self._guard.url.host)
 
-    def _http(self) -> httpx.Client:
+    def _http(self) -> httpx2.Client:
         if self._client is not None:
             return self._client
         if self._own_client is None:
-            self._own_client = httpx.Client(trust_env=False)
+            self._own_client = httpx2.Client(trust_env=False)
         return self._own_client
 
     def send(self, message: Outgoing) -> Delivery:
@@ -370,11 +370,11 @@ class WebhookMessageAdapter:
             response = self._guard.post_once(self._http(), raw, headers)
         except FulfilmentError as exc:
             raise DeliveryError(str(exc), retryable=exc.retryable) from exc
-        except httpx.TimeoutException as exc:
+        except httpx2.TimeoutException as exc:
             raise DeliveryError(f"{self.host} timed out ({type(exc).__name__})", retryable=True) from exc
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             raise DeliveryError(f"{self.host}: {type(exc).__name__}: {exc}", retryable=True) from exc
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise DeliveryError(f"cannot call {self.host}: {exc}", retryable=False) from exc
         status = response.status_code
         if 200 <= status < 300:

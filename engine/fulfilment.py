@@ -26,7 +26,7 @@ from functools import cache
 from typing import Final, Protocol
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from engine.settings import ReferralSettings
 from engine.webhooks import SIGNATURE_HEADER, sign
@@ -70,7 +70,7 @@ class LedgerFulfiller:
 @cache
 def _tls_context() -> ssl.SSLContext:
     """Built once: loading the CA bundle costs more than a delivery, and each delivery opens its own client."""
-    return httpx.create_ssl_context()
+    return httpx2.create_ssl_context()
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -165,7 +165,7 @@ class WebhookFulfiller:
         attempts: int = 5,
         backoff_s: float = 0.5,
         allow_private: bool = False,
-        client: httpx.Client | None = None,
+        client: httpx2.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_backoff_s: float = 30.0,
         max_retry_after_s: float = 60.0,
@@ -174,8 +174,8 @@ class WebhookFulfiller:
         resolver: Resolver = resolve_host,
     ) -> None:
         try:
-            target = httpx.URL(url)
-        except httpx.InvalidURL as exc:
+            target = httpx2.URL(url)
+        except httpx2.InvalidURL as exc:
             raise ValueError(f"fulfiller URL {url!r} is not a URL ({exc})") from None
         if target.scheme not in ("http", "https") or not target.host:
             raise ValueError(f"fulfiller URL {url!r} must be an absolute http:// or https:// URL")
@@ -227,14 +227,14 @@ class WebhookFulfiller:
                 )
         return addresses
 
-    def post_once(self, client: httpx.Client, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    def post_once(self, client: httpx2.Client, body: bytes, headers: dict[str, str]) -> httpx2.Response:
         """One attempt, pinned to the checked addresses in turn until one accepts the connection.
 
         Public because other signed webhooks (the SMS adapter in `engine.channels`) reuse the same SSRF guard.
         """
         extensions = {"sni_hostname": self._host} if self.url.scheme == "https" else {}
         headers = {**headers, "Host": self.url.netloc.decode("ascii")}
-        failure: httpx.ConnectError | None = None
+        failure: httpx2.ConnectError | None = None
         for address in self._addresses():
             try:
                 return client.post(
@@ -245,7 +245,7 @@ class WebhookFulfiller:
                     follow_redirects=False,
                     extensions=extensions,
                 )
-            except httpx.ConnectError as exc:
+            except httpx2.ConnectError as exc:
                 failure = exc
         assert failure is not None
         raise failure
@@ -258,10 +258,10 @@ class WebhookFulfiller:
         if self._client is not None:
             self._deliver(self._client, reward, body)
             return
-        with httpx.Client(trust_env=False, verify=_tls_context()) as client:
+        with httpx2.Client(trust_env=False, verify=_tls_context()) as client:
             self._deliver(client, reward, body)
 
-    def _deliver(self, client: httpx.Client, reward: Reward, body: bytes) -> None:
+    def _deliver(self, client: httpx2.Client, reward: Reward, body: bytes) -> None:
         reason, last_status = "", None
         for attempt in range(self.attempts):
             headers = {
@@ -278,11 +278,11 @@ class WebhookFulfiller:
                 if not exc.retryable:
                     raise
                 reason = str(exc)
-            except httpx.TimeoutException as exc:
+            except httpx2.TimeoutException as exc:
                 reason = f"timed out after {self.timeout_s} s ({type(exc).__name__})"
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 raise FulfilmentError(f"cannot call {self._host}: {exc}", retryable=False) from exc
             else:
                 status = response.status_code

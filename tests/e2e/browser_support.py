@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
@@ -78,8 +78,8 @@ def serve_app(store_url: str, workdir: Path, *, env: Mapping[str, str] | None = 
             while True:
                 if server.poll() is not None:
                     pytest.fail(f"uvicorn exited: {log_path.read_text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                with contextlib.suppress(httpx2.HTTPError):
+                    if httpx2.get(f"{base}/readyz", timeout=2).status_code == 200:
                         break
                 if time.monotonic() > deadline:
                     pytest.fail("the app did not become ready within 60 s")
@@ -218,7 +218,7 @@ class Chromium:
     def __init__(self, port: int, stack: contextlib.ExitStack) -> None:
         self.port = port
         self._stack = stack
-        version = httpx.get(f"http://127.0.0.1:{port}/json/version", timeout=10).json()
+        version = httpx2.get(f"http://127.0.0.1:{port}/json/version", timeout=10).json()
         self.browser = self._attach(version["webSocketDebuggerUrl"])
 
     def _attach(self, url: str) -> DevTools:
@@ -234,7 +234,7 @@ class Chromium:
 
     def page(self) -> DevTools:
         """The tab the browser opened with."""
-        targets = httpx.get(f"http://127.0.0.1:{self.port}/json/list", timeout=10).json()
+        targets = httpx2.get(f"http://127.0.0.1:{self.port}/json/list", timeout=10).json()
         return self._page_session(next(t for t in targets if t["type"] == "page")["id"])
 
     def new_context(self) -> tuple[DevTools, str]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from engine.access import issue_customer_token, new_api_key, token_keys
@@ -89,8 +89,8 @@ class App:
         self.url = url
         self.key = key
 
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+    def api(self) -> httpx2.Client:
+        return httpx2.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +331,7 @@ def test_the_programme_pages_render_without_errors_and_fit_a_phone(app: App, chr
 
 
 def test_the_api_reference_renders_every_operation_offline(app: App, chromium: Chromium) -> None:
-    spec = httpx.get(f"{app.url}/openapi.json", timeout=30).json()
+    spec = httpx2.get(f"{app.url}/openapi.json", timeout=30).json()
     operations = sum(len(item) for item in spec["paths"].values())
     page = chromium.page()
     page.open(f"{app.url}/docs")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import jwt
 import pytest
 
@@ -185,7 +185,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         shop = Merchant(api, token_key)
         pages = [serve(shop, merchant_port), serve(shop, foreign_port)]
         try:
-            created = httpx.post(
+            created = httpx2.post(
                 f"{api}/v1/campaigns",
                 json=campaign_body(),
                 headers={"Authorization": f"Bearer {admin_key}"},
@@ -318,7 +318,7 @@ def test_a_page_from_an_origin_not_allowed_cannot_read_the_kit(sites: Sites, bro
     assert read == "TypeError"
     assert codes_of(sites, "cy") == []  # the preflight was refused, so the kit was never even asked for
 
-    preflight = httpx.options(
+    preflight = httpx2.options(
         f"{sites.api}/v1/me",
         headers={
             "Origin": sites.foreign,

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -67,7 +67,7 @@ def seed(store_url: str) -> None:
         store.close()
 
 
-def assert_unavailable(response: httpx.Response) -> dict[str, object]:
+def assert_unavailable(response: httpx2.Response) -> dict[str, object]:
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     assert int(response.headers["retry-after"]) > 0
@@ -77,9 +77,9 @@ def assert_unavailable(response: httpx.Response) -> dict[str, object]:
     return body
 
 
-def timed(client: TestClient, method: str, path: str, *, within_s: float = DOWN_ANSWER_S) -> httpx.Response:
+def timed(client: TestClient, method: str, path: str, *, within_s: float = DOWN_ANSWER_S) -> httpx2.Response:
     started = time.monotonic()
-    response: httpx.Response = client.request(method, path, follow_redirects=False)
+    response: httpx2.Response = client.request(method, path, follow_redirects=False)
     took = time.monotonic() - started
     assert took < within_s, f"{method} {path} took {took:.1f} s while a dependency was down (at most {within_s:g})"
     return response
@@ -111,7 +111,7 @@ def test_with_neo4j_down_the_api_answers_503_problems_and_recovers_without_a_res
         fresh_neo4j.stop(crash=True)
         # Clients keep calling: each request waits on the dead store (the driver retries for 10 s), and together
         # they hold every thread of the app's pool. The probes must still answer at once.
-        crowd: list[httpx.Response] = []
+        crowd: list[httpx2.Response] = []
         paths = ["/v1/customers/ada"] * (CROWD - 4) + [f"/r/{UNSEEN_CODE}"] * 4
         callers = [threading.Thread(target=lambda p=path: crowd.append(timed(client, "GET", p))) for path in paths]
         for caller in callers:

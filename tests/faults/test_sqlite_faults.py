@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from engine.access import new_api_key
@@ -82,7 +82,7 @@ def seed(store: Store, tmp_path: Path) -> str:
 def api_writer(base: str, key: str, thread: int, until: float, answers: list[tuple[str, int, str]]) -> None:
     """POST orders (each creating its buyer) and PUT customers until `until`, keeping every answer."""
     zone = awake_zone()
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+    with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
         n = 0
         while time.monotonic() < until:
             n += 1

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from engine.fulfilment import (
@@ -251,14 +251,14 @@ def test_a_non_ascii_reward_id_still_travels_as_a_header(merchant: MerchantServe
 
 
 def test_the_documented_outgoing_example_is_what_the_fulfiller_sends(sleeps: list[float]) -> None:
-    sent: list[httpx.Request] = []
+    sent: list[httpx2.Request] = []
 
-    def merchant_api(request: httpx.Request) -> httpx.Response:
+    def merchant_api(request: httpx2.Request) -> httpx2.Response:
         sent.append(request)
-        return httpx.Response(200)
+        return httpx2.Response(200)
 
     reward = make_reward(campaign_id="spring", customer_id="cust-7")
-    with httpx.Client(transport=httpx.MockTransport(merchant_api)) as client:
+    with httpx2.Client(transport=httpx2.MockTransport(merchant_api)) as client:
         WebhookFulfiller(
             "https://merchant.example/hooks/rewards",
             "fulfil_example_change_me",
@@ -461,7 +461,7 @@ def test_https_goes_to_the_checked_address_and_checks_the_certificate_against_th
     tls_merchant: tuple[MerchantServer, str], sleeps: list[float]
 ) -> None:
     server, pem = tls_merchant
-    with httpx.Client(verify=ssl.create_default_context(cadata=pem), trust_env=False) as client:
+    with httpx2.Client(verify=ssl.create_default_context(cadata=pem), trust_env=False) as client:
         hook = fulfiller(
             f"https://merchant.test:{server.port}/hooks", sleeps, client=client, resolver=lambda h, p: ["127.0.0.1"]
         )
@@ -475,7 +475,7 @@ def test_https_to_a_host_the_certificate_does_not_name_is_not_delivered(
     tls_merchant: tuple[MerchantServer, str], sleeps: list[float]
 ) -> None:
     server, pem = tls_merchant
-    with httpx.Client(verify=ssl.create_default_context(cadata=pem), trust_env=False) as client:
+    with httpx2.Client(verify=ssl.create_default_context(cadata=pem), trust_env=False) as client:
         hook = fulfiller(
             f"https://impostor.test:{server.port}/hooks",
             sleeps,

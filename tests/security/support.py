@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -88,7 +88,7 @@ def anonymous(client: TestClient) -> TestClient:
     return TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
 
 
-def exposed(response: httpx.Response) -> str:
+def exposed(response: httpx2.Response) -> str:
     """Everything a response tells its reader: status line, every header and the raw body."""
     headers = "\n".join(f"{name}: {value}" for name, value in response.headers.multi_items())
     return f"{response.status_code}\n{headers}\n\n{response.content.decode('utf-8', 'replace')}"

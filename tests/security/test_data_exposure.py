@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -75,7 +75,7 @@ def code_of(client: TestClient, customer_id: str) -> str:
     return code
 
 
-def click_hashes(client: TestClient, response: httpx.Response) -> dict[str, str]:
+def click_hashes(client: TestClient, response: httpx2.Response) -> dict[str, str]:
     """The keyed hashes the click behind `response` was stored with, which stand in for the visitor."""
     click = store_of(client).get_click(response.cookies["adv_click"])
     assert click is not None

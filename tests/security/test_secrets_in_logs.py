@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -86,9 +86,9 @@ class Session:
     """The responses of the session, each with the secrets it may rightly carry (a credential for its owner)."""
 
     secrets: dict[str, str] = field(default_factory=lambda: dict(CONFIGURED))
-    answers: list[tuple[httpx.Response, frozenset[str]]] = field(default_factory=list)
+    answers: list[tuple[httpx2.Response, frozenset[str]]] = field(default_factory=list)
 
-    def keep(self, response: httpx.Response, *allowed: str) -> httpx.Response:
+    def keep(self, response: httpx2.Response, *allowed: str) -> httpx2.Response:
         self.answers.append((response, frozenset(allowed)))
         return response
 
@@ -189,8 +189,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Captured:
 
 
 def client_side(name: str, text: str) -> bool:
-    """The test client's own request log (`httpx`, to http://testserver): the test's traffic, not the app's logs."""
-    return name == "httpx" and "http://testserver" in text
+    """The test client's own request log (`httpx2`, to http://testserver): the test's traffic, not the app's logs."""
+    return name == "httpx2" and "http://testserver" in text
 
 
 def test_no_secret_is_in_any_log_record_as_it_was_emitted(captured: Captured) -> None:

@@ -17,7 +17,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any, Final
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -154,13 +154,13 @@ def outgoing() -> Outgoing:
     ],
 )
 def test_the_sms_webhook_never_follows_a_redirect_inside(status: int, location: str) -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def gateway(request: httpx.Request) -> httpx.Response:
+    def gateway(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(status, headers={"Location": location})
+        return httpx2.Response(status, headers={"Location": location})
 
-    with httpx.Client(transport=httpx.MockTransport(gateway)) as client:
+    with httpx2.Client(transport=httpx2.MockTransport(gateway)) as client:
         adapter = WebhookMessageAdapter(
             ContactChannel.SMS, "https://sms.example/send", "secret", client=client, resolver=lambda h, p: [PUBLIC]
         )

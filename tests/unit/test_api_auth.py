@@ -371,7 +371,8 @@ def test_a_retry_while_the_first_request_runs_is_told_to_wait(client: TestClient
 
 @pytest.mark.parametrize("value", [b"", b"with space", "é".encode(), b"x" * 256])
 def test_a_malformed_idempotency_key_is_a_422_problem(client: TestClient, value: bytes) -> None:
-    headers: dict[str, str | bytes] = {**bearer(grant_key(client, ("admin",))), "Idempotency-Key": value}
+    credentials = {name.encode(): text.encode() for name, text in bearer(grant_key(client, ("admin",))).items()}
+    headers = {**credentials, b"Idempotency-Key": value}  # bytes: a header value need not be text
     response = client.post("/v1/campaigns", json=CAMPAIGN, headers=headers)
     assert response.status_code == 422
     assert response.headers["content-type"].startswith(PROBLEM_JSON)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -45,7 +45,7 @@ def move(client: TestClient, action: str, campaign_id: str = "spring") -> dict[s
     return campaign
 
 
-def sets_click_cookie(response: httpx.Response) -> bool:
+def sets_click_cookie(response: httpx2.Response) -> bool:
     return any(h.startswith("adv_click=") for h in response.headers.get_list("set-cookie"))
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -33,7 +33,7 @@ def client(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield c
 
 
-def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> dict[str, Any]:
+def assert_problem(response: httpx2.Response, status: int, type_suffix: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     body: dict[str, Any] = response.json()

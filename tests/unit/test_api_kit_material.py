@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -41,9 +41,9 @@ def more(client: TestClient, customer_id: str = "ada", **body: Any) -> dict[str,
     return material
 
 
-def render(client: TestClient, customer_id: str = "ada", **params: str) -> httpx.Response:
+def render(client: TestClient, customer_id: str = "ada", **params: str) -> httpx2.Response:
     query = {"campaign_id": "spring", "channel": "whatsapp", **params}
-    response: httpx.Response = client.get(f"/v1/customers/{customer_id}/kit/render", params=query)
+    response: httpx2.Response = client.get(f"/v1/customers/{customer_id}/kit/render", params=query)
     return response
 
 

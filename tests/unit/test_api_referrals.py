@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -73,7 +73,7 @@ def opened_program(url: str) -> Iterator[Store]:
         yield cast(Store, store)
 
 
-def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> dict[str, Any]:
+def assert_problem(response: httpx2.Response, status: int, type_suffix: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     body: dict[str, Any] = response.json()
@@ -99,10 +99,10 @@ def issue_code(client: TestClient, customer_id: str, campaign_id: str = "spring"
     return code
 
 
-def follow(client: TestClient, code: str, **headers: str) -> httpx.Response:
+def follow(client: TestClient, code: str, **headers: str) -> httpx2.Response:
     """Open `/r/{code}` like a browser would, without following the redirect; then wait for the click's batch
     to be written, as the app's own signup and order handling does."""
-    response: httpx.Response = client.get(f"/r/{code}", headers=headers, follow_redirects=False)
+    response: httpx2.Response = client.get(f"/r/{code}", headers=headers, follow_redirects=False)
     clicks = client.app.state.clicks  # type: ignore[attr-defined]
     assert clicks is None or clicks.flush(5)
     return response
@@ -271,7 +271,7 @@ def test_reading_an_unknown_code_is_a_404_problem(client: TestClient) -> None:
 
 
 # --- the public link ---------------------------------------------------------------------------------------
-def cookie_attributes(response: httpx.Response, name: str = "adv_click") -> dict[str, str]:
+def cookie_attributes(response: httpx2.Response, name: str = "adv_click") -> dict[str, str]:
     """The attributes of the `Set-Cookie` header that sets `name` (the link sets the visitor cookie too)."""
     for header in response.headers.get_list("set-cookie"):
         if header.startswith(f"{name}="):

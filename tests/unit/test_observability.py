@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
+import httpx2
 import pytest
 from celery import Celery, signals
 from fastapi import Depends, FastAPI
@@ -471,7 +471,7 @@ def test_a_worker_serves_its_task_counts_over_http(eager_app: Celery) -> None:
     served.delay()
     server, thread = serve_worker_metrics(0, addr="127.0.0.1")
     try:
-        text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).text
+        text = httpx2.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).text
     finally:
         server.shutdown()
         thread.join(timeout=5)
