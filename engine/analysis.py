@@ -209,7 +209,7 @@ def run_analysis(
     ----------
     store : GraphStore
         Read through its ``iter_*`` methods; scores are staged in batches (``stage_scores``) and published with
-        the final record in one transaction (``publish_scores``), so readers never see two runs' scores mixed.
+        the final record (``publish_scores``: one transaction on SQLite, slices on Neo4j).
     params : AnalysisParams, optional
         Seeds, thresholds and tuning; defaults otherwise.
     progress : callable, optional
@@ -241,10 +241,10 @@ def run_analysis(
         raise InvalidInput(f"{store.describe()} holds no customers: import customers before running an analysis")
     heartbeat = _Heartbeat(store, run, clock, heartbeat_s)
     heartbeat.beat()
-    finish_publications(store)
-    discard_dead_staging(store, now=utcnow())
     try:
         with heartbeat:
+            finish_publications(store)
+            discard_dead_staging(store, now=utcnow())
             summary = _analyse(store, graphs, run.id, params, clock, progress)
     except BaseException as exc:  # record any failure (even Ctrl-C), then let it propagate unchanged
         failed = run.model_copy(

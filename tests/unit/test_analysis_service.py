@@ -382,3 +382,18 @@ def test_only_runs_that_will_never_publish_lose_their_staged_scores(store: Sqlit
     run_analysis(store)
     assert store.staged_score_runs() == ["beating"], "a run leaves another live run's staging alone"
     assert discard_dead_staging(store, now=now + timedelta(seconds=ABANDONED_AFTER_S + 1)) == ["beating"]
+
+
+def test_a_clean_up_that_fails_at_the_start_is_recorded_as_the_runs_failure(store: SqliteStore) -> None:
+    small_network(store)
+
+    def unavailable() -> list[str]:
+        raise StoreUnavailable("the store went away")
+
+    store.staged_score_runs = unavailable  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        run_analysis(store)
+
+    (run,) = store.list_runs()
+    assert run.status == "failed", "not left running until it is seen abandoned"
+    assert "the store went away" in run.summary["error"]
