@@ -472,7 +472,7 @@ def _encoded(pairs: list[list[Any]]) -> dict[str, Any]:
     for pair in pairs:
         if len(pair) == 3:
             key, seconds, nanosecond = pair
-            local = _local_iso(_UNIX_EPOCH + timedelta(seconds=seconds), nanosecond)
+            local = _wall_clock(_UNIX_EPOCH + timedelta(seconds=seconds), nanosecond)
             encoded[key] = {"$datetime": local, "offset": 0, "zone": "UTC"}
         else:
             encoded[pair[0]] = encode_value(pair[1])
@@ -483,13 +483,15 @@ _UNIX_EPOCH: Final = datetime(1970, 1, 1)
 """Naive: the wall clock of UTC, as the tagged value writes it."""
 
 
-def _local_iso(value: DateTime | datetime, nanosecond: int | None = None) -> str:
-    """`2024-03-01T12:00:00.123456789`: what `replace(tzinfo=None).iso_format()` gives, at a fifth of the cost.
-    A Python `datetime` has no nanoseconds: they come beside it."""
-    nanos = value.nanosecond if isinstance(value, DateTime) else nanosecond or 0
+def _local_iso(value: DateTime) -> str:
+    """`2024-03-01T12:00:00.123456789`: what `replace(tzinfo=None).iso_format()` gives, at a fifth of the cost."""
+    return _wall_clock(value, value.nanosecond)
+
+
+def _wall_clock(moment: DateTime | datetime, nanosecond: int) -> str:
     return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{nanos:09d}"
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{nanosecond:09d}"
     )
 
 

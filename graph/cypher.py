@@ -50,7 +50,7 @@ SCHEMA: Final[tuple[str, ...]] = (
     # list_runs sorts by start time; marketers filter customers by segment.
     "CREATE INDEX analysis_run_started_at IF NOT EXISTS FOR (r:AnalysisRun) ON (r.started_at)",
     "CREATE INDEX customer_segment IF NOT EXISTS FOR (c:Customer) ON (c.segment)",
-    # A run publishes its staged scores by run id; staging merges and erasure deletes them by customer id.
+    # A run publishes its staged scores by run id; restaging and erasure delete them by customer id.
     "CREATE INDEX staged_scores_run IF NOT EXISTS FOR (s:StagedScores) ON (s.scored_run_id)",
     "CREATE INDEX staged_scores_customer IF NOT EXISTS FOR (s:StagedScores) ON (s.staged_for)",
 )

@@ -121,6 +121,21 @@ def _json(value: Any, what: str) -> str:
         raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
+def _score_row(s: CustomerScores) -> dict[str, Any]:
+    return {
+        "customer_id": s.customer_id,
+        "run_id": s.run_id,
+        "segment": str(s.segment),
+        "explanation": s.explanation,
+        "community": s.community,
+        "scores": {f"{cypher.SCORE_PREFIX}{name}": float(value) for name, value in s.scores.items()},
+    }
+
+
+def _written(result: Result) -> int:
+    return int(result.single(strict=True)["written"])
+
+
 PUBLISH_SLICE: Final = 10_000
 """Customers whose scores one transaction of `Neo4jStore.publish_scores` moves from staging onto them."""
 
@@ -494,36 +509,28 @@ class Neo4jStore(Neo4jAccess, Neo4jOutreach, Neo4jProgram, RowWriter):
         )
 
     def write_scores(self, scores: Sequence[CustomerScores]) -> int:
-        return self._write_score_rows(cypher.WRITE_SCORES, scores, "write scores")
-
-    def stage_scores(self, scores: Sequence[CustomerScores]) -> int:
-        last = {(s.customer_id, s.run_id): s for s in scores}  # the last of one customer's rows in a run wins
-        keys = [list(key) for key in last]
-        return self._write_score_rows(cypher.STAGE_SCORES, list(last.values()), "stage scores", unstage=keys)
-
-    def _write_score_rows(
-        self, query: str, scores: Sequence[CustomerScores], doing: str, *, unstage: list[list[str]] | None = None
-    ) -> int:
-        rows = [
-            {
-                "customer_id": s.customer_id,
-                "run_id": s.run_id,
-                "segment": str(s.segment),
-                "explanation": s.explanation,
-                "community": s.community,
-                "scores": {f"{cypher.SCORE_PREFIX}{name}": float(value) for name, value in s.scores.items()},
-            }
-            for s in scores
-        ]
+        rows = [_score_row(s) for s in scores]
         if not rows:
             return 0
 
         def work(tx: ManagedTransaction) -> int:
-            for chunk in _chunks(unstage or []):
-                tx.run(cypher.UNSTAGE_SCORES, keys=chunk).consume()
-            return sum(int(tx.run(query, rows=chunk).single(strict=True)["written"]) for chunk in _chunks(rows))
+            return sum(_written(tx.run(cypher.WRITE_SCORES, rows=chunk)) for chunk in _chunks(rows))
 
-        return self._write(doing, work)
+        return self._write("write scores", work)
+
+    def stage_scores(self, scores: Sequence[CustomerScores]) -> int:
+        last = {(s.customer_id, s.run_id): s for s in scores}  # the last of one customer's rows in a run wins
+        if not last:
+            return 0
+        keys = [list(key) for key in last]
+        rows = [_score_row(s) for s in last.values()]
+
+        def work(tx: ManagedTransaction) -> int:
+            for chunk in _chunks(keys):  # every delete before any create: see cypher.STAGE_SCORES
+                tx.run(cypher.UNSTAGE_SCORES, keys=chunk).consume()
+            return sum(_written(tx.run(cypher.STAGE_SCORES, rows=chunk)) for chunk in _chunks(rows))
+
+        return self._write("stage scores", work)
 
     def publish_scores(self, run: AnalysisRun) -> int:
         """In slices of `PUBLISH_SLICE` customers, one transaction each, behind a marker holding the final record:
